@@ -1,0 +1,1 @@
+"""Imaginem application: the `imaginem` CLI, run options and the Beam graph."""

@@ -1,0 +1,214 @@
+"""`imaginem run`: validate everything, then build and run the Beam graph.
+
+Every check that can fail — flags, corpus version, step list, step options,
+transform versions — runs before the pipeline starts, so a mistake costs seconds,
+not a half-finished job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
+
+from beam_pipeline import local_runner
+from transforms import paths, storage
+from transforms.corpus import ReadCorpus, manifest_shards
+from transforms.steps import ERRORS, RECORDS, Step, StepContext
+from transforms.steps.registry import (
+    DEFAULT_DEFINITION,
+    StepDefinitionError,
+    load_registry,
+    parse_definition,
+    resolve_steps,
+)
+from transforms.transform_table import register_transform
+
+LOGGER = logging.getLogger("imaginem")
+
+
+class UsageError(ValueError):
+    """A bad flag, option or corpus reference; the message says what to fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """Everything a run needs, validated."""
+
+    context: StepContext
+    steps: list[Step]
+    transforms: list[beam.PTransform]
+    pipeline_options: PipelineOptions
+    beam_flags: list[str]
+
+    @property
+    def step_names(self) -> list[str]:
+        return [step.name for step in self.steps]
+
+
+def _pre_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--step-module", action="append", default=[])
+    return parser
+
+
+def build_parser(registry: dict[str, Step]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imaginem run",
+        description="Run the pipeline's steps over one corpus version. Flags not listed "
+        "here go to Apache Beam (e.g. --runner, --direct_num_workers).",
+    )
+    parser.add_argument("--corpus", required=True, help="corpus root: a folder or a Beam URI")
+    parser.add_argument("--version", required=True, help="corpus version to process")
+    parser.add_argument(
+        "--steps",
+        default=DEFAULT_DEFINITION,
+        help=f"comma-separated pipeline definition (default %(default)s); known: "
+        f"{', '.join(sorted(registry))}",
+    )
+    parser.add_argument(
+        "--step-module",
+        action="append",
+        default=[],
+        help="import extra steps from this module (repeatable)",
+    )
+    for step in registry.values():
+        if step.add_options:
+            step.add_options(parser.add_argument_group(f"{step.name} step"))
+    return parser
+
+
+def unknown_beam_flags(flags: list[str]) -> list[str]:
+    """Flags that neither imaginem nor any Beam options class understands."""
+    options = PipelineOptions(flags)
+    known = options.get_all_options(retain_unknown_options=False)
+    everything = options.get_all_options(retain_unknown_options=True)
+    return sorted(f"--{name}" for name in everything if name not in known)
+
+
+def _count_images(corpus_root: str, corpus_version: str) -> int:
+    shards = manifest_shards(corpus_root, corpus_version)
+    if not shards:
+        raise UsageError(
+            f"corpus version {corpus_version!r} not found under {corpus_root}: "
+            f"run `imaginem ingest DROP_DIR --corpus {corpus_root} --version {corpus_version}` "
+            "first"
+        )
+    total = 0
+    for shard in shards:
+        with storage.open_for_read(shard) as handle:
+            total += pq.read_metadata(handle).num_rows
+    return total
+
+
+def plan_run(argv: list[str] | None) -> RunPlan:
+    """Parses and validates a run's command line.
+
+    Raises:
+        UsageError: anything that would make the run fail or do the wrong thing.
+    """
+    pre_args, _ = _pre_parser().parse_known_args(argv)
+    try:
+        registry = load_registry(pre_args.step_module)
+    except StepDefinitionError as error:
+        raise UsageError(str(error)) from error
+    args, beam_flags = build_parser(registry).parse_known_args(argv)
+    unknown = unknown_beam_flags(beam_flags)
+    if unknown:
+        raise UsageError(
+            f"unrecognised flag(s): {' '.join(unknown)}; see `imaginem run --help` "
+            "and Apache Beam's pipeline options"
+        )
+    try:
+        paths.check_version(args.version)
+        steps = resolve_steps(parse_definition(args.steps), registry)
+    except (paths.UnsafePathError, StepDefinitionError) as error:
+        raise UsageError(str(error)) from error
+    context = StepContext(
+        corpus_root=args.corpus,
+        corpus_version=args.version,
+        options=args,
+        expected_images=_count_images(args.corpus, args.version),
+        step_columns={s.name: s.result_type for s in registry.values() if s.result_type},
+    )
+    try:
+        transforms = [step.build(context) for step in steps]
+        specs = [step.transform_spec(context) for step in steps if step.transform_spec]
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    for spec in specs:
+        try:
+            register_transform(context.corpus_root, spec)
+        except ValueError as error:
+            raise UsageError(str(error)) from error
+    options = PipelineOptions(beam_flags)
+    if local_runner.uses_default_runner(options):
+        options = local_runner.with_local_defaults(options, beam_flags)
+    return RunPlan(context, steps, transforms, options, beam_flags)
+
+
+def _labels(transforms: list[beam.PTransform], steps: list[Step]) -> list[str]:
+    """CamelCase labels from the transforms' class names, unique per graph."""
+    labels, seen = [], set()
+    for transform, step in zip(transforms, steps):
+        label = type(transform).__name__
+        if label in seen:
+            label = f"{label}[{step.name}]"
+        seen.add(label)
+        labels.append(label)
+    return labels
+
+
+def build_graph(pipeline: beam.Pipeline, plan: RunPlan):
+    """ReadCorpus, then each step in order, then the terminal step writes the tables.
+
+    Returns:
+        The terminal step's output.
+    """
+    context = plan.context
+    corpus = pipeline | "ReadCorpus" >> ReadCorpus(context.corpus_root, context.corpus_version)
+    records, errors = corpus[RECORDS], [corpus[ERRORS]]
+    *steps, terminal = zip(_labels(plan.transforms, plan.steps), plan.transforms)
+    for label, transform in steps:
+        outputs = records | label >> transform
+        records = outputs[RECORDS]
+        errors.append(outputs[ERRORS])
+    all_errors = errors | "CollectErrors" >> beam.Flatten()
+    terminal_label, terminal_transform = terminal
+    return {RECORDS: records, ERRORS: all_errors} | terminal_label >> terminal_transform
+
+
+def start(plan: RunPlan) -> PipelineResult:
+    """Builds the graph for a validated plan, runs it and waits for it."""
+    if local_runner.uses_default_runner(plan.pipeline_options):
+        pipeline = beam.Pipeline(
+            runner=local_runner.local_runner(plan.pipeline_options),
+            options=plan.pipeline_options,
+        )
+    else:
+        pipeline = beam.Pipeline(options=plan.pipeline_options)
+    build_graph(pipeline, plan)
+    LOGGER.info(
+        "Processing %d images of %s version %s with steps %s",
+        plan.context.expected_images,
+        plan.context.corpus_root,
+        plan.context.corpus_version,
+        ",".join(plan.step_names),
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+def run(argv: list[str] | None = None) -> PipelineResult:
+    """Entry point: validates `argv`, runs the pipeline, returns its result.
+
+    Raises:
+        UsageError: before the pipeline starts, for any invalid input.
+    """
+    return start(plan_run(argv))

@@ -1,0 +1,48 @@
+"""A short human summary of a run, built from the steps' metrics."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from apache_beam.runners.runner import PipelineResult
+
+from transforms import paths, schemas
+from transforms.records import INGEST_STEP, READ_STEP, StepName
+from transforms.steps.output import ERROR_ROWS, IMAGE_ROWS
+
+_SKIPPED_EXISTING = "skipped_existing"
+
+
+def step_counters(result: PipelineResult) -> dict[str, dict[str, int]]:
+    """namespace -> counter name -> value, summed over the graph's stages."""
+    totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for counter in result.metrics().query()["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[counter.key.metric.namespace][counter.key.metric.name] += value or 0
+    return totals
+
+
+def _describe(counters: dict[str, int]) -> str:
+    parts = [f"{counters.get('processed', 0)} processed"]
+    if counters.get(_SKIPPED_EXISTING):
+        parts.append(f"{counters[_SKIPPED_EXISTING]} skipped (output already there)")
+    if counters.get("skipped_upstream_failed"):
+        parts.append(f"{counters['skipped_upstream_failed']} skipped (earlier step failed)")
+    parts.append(f"{counters.get('failed', 0)} failed")
+    return ", ".join(parts)
+
+
+def summarize(result: PipelineResult, corpus_root: str, corpus_version: str, steps: list[str]) -> str:
+    counters = step_counters(result)
+    output = counters.get(StepName.PIPELINE_OUTPUT, {})
+    rejected = counters.get(INGEST_STEP, {}).get("failed", 0)
+    lines = [f"Run of {corpus_root} version {corpus_version}: {result.state}"]
+    read = counters.get(READ_STEP, {})
+    lines.append(f"  {'read':<16} {_describe(read)}, {rejected} rejected at ingest")
+    for step in steps:
+        if step != StepName.PIPELINE_OUTPUT:
+            lines.append(f"  {step:<16} {_describe(counters.get(step, {}))}")
+    for table, rows in ((schemas.IMAGES, IMAGE_ROWS), (schemas.ERRORS, ERROR_ROWS)):
+        location = paths.partition_dir(corpus_root, table, corpus_version=corpus_version)
+        lines.append(f"  {table + ' table':<16} {output.get(rows, 0)} rows in {location}")
+    return "\n".join(lines)

@@ -1,0 +1,25 @@
+"""Packaging for Imaginem on Beam; workers install it with --setup_file."""
+
+from setuptools import setup
+
+setup(
+    name="imaginem-beam",
+    version="0.1.0",
+    description="A versioned image corpus and the Apache Beam pipeline over it",
+    python_requires=">=3.11",
+    packages=["beam_pipeline", "transforms", "transforms.steps"],
+    install_requires=[
+        "apache-beam[azure]>=2.77,<2.78",
+        "pyarrow>=18,<26",
+        "pillow>=11,<13",
+        "numpy>=1.26",
+        "tqdm>=4.66",
+        "scikit-image>=0.24",
+        "scikit-learn>=1.5",
+        "pillow-heif>=0.20",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "duckdb>=1.1", "ruff>=0.6"],
+    },
+    entry_points={"console_scripts": ["imaginem=beam_pipeline.cli:main"]},
+)

@@ -1,0 +1,4 @@
+"""Imaginem library: records, pure path functions, decode, steps and sinks.
+
+Nothing here parses a command line; `beam_pipeline` is the application.
+"""

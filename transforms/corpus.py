@@ -1,0 +1,93 @@
+"""`ReadCorpus`: the images of one corpus version, read from its manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms import paths, schemas, storage, tables
+from transforms.records import INGEST_STEP, READ_STEP, ErrorRecord, ImageRecord, ManifestEntry
+from transforms.steps.base import ERRORS, RECORDS
+
+
+class IntegrityError(RuntimeError):
+    """The stored bytes no longer match the SHA-256 recorded at ingest."""
+
+
+class RejectedAtIngestError(RuntimeError):
+    """Ingest refused the file; the manifest keeps the reason."""
+
+
+def manifest_partition(corpus_root: str, corpus_version: str) -> str:
+    return paths.partition_dir(corpus_root, schemas.MANIFEST, corpus_version=corpus_version)
+
+
+def manifest_shards(corpus_root: str, corpus_version: str) -> list[str]:
+    return storage.list_files(manifest_partition(corpus_root, corpus_version), tables.SHARD_PATTERN)
+
+
+def read_original(entry: ManifestEntry) -> bytes:
+    """The bytes of an ingested original, checked against its recorded hash."""
+    data = storage.read_bytes(entry.uri)
+    if hashlib.sha256(data).hexdigest() != entry.image_sha256:
+        raise IntegrityError(f"{entry.uri} does not match the SHA-256 recorded at ingest")
+    return data
+
+
+class _ReadOriginals(beam.DoFn):
+    def setup(self) -> None:
+        self._read = Metrics.counter(READ_STEP, "processed")
+        self._failed = Metrics.counter(READ_STEP, "failed")
+        self._rejected = Metrics.counter(INGEST_STEP, "failed")
+
+    def process(self, row: dict):
+        entry = ManifestEntry(**row)
+        if entry.rejected_reason:
+            self._rejected.inc()
+            error = RejectedAtIngestError(entry.rejected_reason)
+            yield beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.for_entry(entry, INGEST_STEP, error))
+            return
+        try:
+            data = read_original(entry)
+        except Exception as error:  # noqa: BLE001 - a missing or damaged blob is reported
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.for_entry(entry, READ_STEP, error))
+            return
+        self._read.inc()
+        yield ImageRecord(entry=entry, data=data)
+
+
+@dataclasses.dataclass(eq=False)
+class ReadCorpus(beam.PTransform):
+    """Lists a corpus version from its manifest and reads each original once.
+
+    Args:
+        corpus_root: the corpus root, any Beam filesystem path.
+        corpus_version: the version to read.
+
+    Returns:
+        Outputs `records` (ImageRecord with bytes) and `errors` (files rejected at
+        ingest, missing from storage, or changed since ingest).
+    """
+
+    corpus_root: str
+    corpus_version: str
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        paths.check_version(self.corpus_version)
+
+    def expand(self, pipeline):
+        pattern = paths.join(
+            manifest_partition(self.corpus_root, self.corpus_version), tables.SHARD_PATTERN
+        )
+        return (
+            pipeline
+            | "ReadManifest" >> beam.io.ReadFromParquet(pattern)
+            # Spread the reads (and the steps fused after them) over all workers.
+            | "Spread" >> beam.Reshuffle()
+            | "ReadOriginals" >> beam.ParDo(_ReadOriginals()).with_outputs(ERRORS, main=RECORDS)
+        )

@@ -1,0 +1,319 @@
+"""Ingest: copy a drop folder into the corpus as one version, resumably.
+
+A drop is scanned without ever following a symlink out of it; each image is hashed,
+copied with bounded concurrency, and recorded in the version's `manifest` table.
+Files already in the version with the same SHA-256 are skipped, so an interrupted
+ingest is resumed by running it again. A file never overwrites different content.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from transforms import paths, schemas, storage, tables
+from transforms.records import ManifestEntry
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
+)
+DEFAULT_MAX_PARALLEL = 8
+_CHUNK_BYTES = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class DropFile:
+    """An image found in a drop: where it is on disk and where it goes."""
+
+    source_path: str  # POSIX path relative to the drop folder
+    disk_path: str  # what to open (a symlink inside the drop is already resolved)
+    set_path: str
+    file_name: str
+    follow_symlink: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+    source_path: str
+    reason: str
+
+
+@dataclasses.dataclass
+class DropScan:
+    files: list[DropFile] = dataclasses.field(default_factory=list)
+    rejected: list[Rejected] = dataclasses.field(default_factory=list)
+    ignored: int = 0
+
+
+@dataclasses.dataclass
+class IngestReport:
+    corpus_version: str
+    copied: int = 0
+    skipped: int = 0
+    ignored: int = 0
+    bytes_copied: int = 0
+    failed: list[Rejected] = dataclasses.field(default_factory=list)
+    image_sets: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _display(path: str) -> str:
+    """A printable form of a path that may hold undecodable bytes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def scan_drop(drop_dir: str) -> DropScan:
+    """Finds the images of a drop; hidden files and non-images are ignored.
+
+    Symlinks are followed only while they resolve inside the drop; one that leads
+    outside is rejected without its target ever being opened.
+    """
+    drop_real = os.path.realpath(drop_dir)
+    if not os.path.isdir(drop_real):
+        raise NotADirectoryError(f"drop folder {drop_dir!r} does not exist or is not a folder")
+    scan = DropScan()
+    visited = {drop_real}
+
+    def walk(disk_dir: str, relative: tuple[str, ...]) -> None:
+        with os.scandir(disk_dir) as entries:
+            for entry in sorted(entries, key=lambda item: item.name):
+                if entry.name.startswith("."):
+                    scan.ignored += 1
+                    continue
+                source_path = "/".join(relative + (entry.name,))
+                target = entry.path
+                is_link = entry.is_symlink()
+                if is_link:
+                    target = os.path.realpath(entry.path)
+                    if not _inside(target, drop_real):
+                        scan.rejected.append(
+                            Rejected(_display(source_path), "symlink points outside the drop")
+                        )
+                        continue
+                if os.path.isdir(target):
+                    if target in visited:
+                        continue
+                    visited.add(target)
+                    try:
+                        paths.check_component(entry.name)
+                    except paths.UnsafePathError as error:
+                        scan.rejected.append(Rejected(_display(source_path), f"folder name: {error}"))
+                        continue
+                    walk(target, relative + (entry.name,))
+                elif not is_image_name(entry.name):
+                    scan.ignored += 1
+                elif not os.path.isfile(target):
+                    scan.rejected.append(Rejected(_display(source_path), "not a regular file"))
+                else:
+                    try:
+                        paths.check_component(entry.name)
+                    except paths.UnsafePathError as error:
+                        scan.rejected.append(Rejected(_display(source_path), f"file name: {error}"))
+                        continue
+                    scan.files.append(
+                        DropFile(source_path, target, "/".join(relative), entry.name, is_link)
+                    )
+
+    walk(drop_real, ())
+    return scan
+
+
+def _open_source(drop_file: DropFile):
+    # O_NOFOLLOW: a file swapped for a symlink after the scan is refused, not followed.
+    flags = os.O_RDONLY | (0 if drop_file.follow_symlink else getattr(os, "O_NOFOLLOW", 0))
+    return os.fdopen(os.open(drop_file.disk_path, flags), "rb")
+
+
+def _chunks(handle) -> Iterator[bytes]:
+    while chunk := handle.read(_CHUNK_BYTES):
+        yield chunk
+
+
+def sha256_of_file(drop_file: DropFile) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with _open_source(drop_file) as handle:
+        for chunk in _chunks(handle):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def sha256_of_uri(uri: str) -> str:
+    digest = hashlib.sha256()
+    with storage.open_for_read(uri) as handle:
+        for chunk in _chunks(handle):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ContentConflictError(RuntimeError):
+    """The corpus already holds different bytes under this file's path."""
+
+
+class ChangedDuringIngestError(RuntimeError):
+    """The source file changed between hashing and copying."""
+
+
+def copy_one(
+    drop_file: DropFile, root: str, corpus_version: str, known: dict[str, str]
+) -> tuple[ManifestEntry, bool]:
+    """Copies one file into the corpus unless it is already there.
+
+    Args:
+        known: uri -> SHA-256 from the version's existing manifest.
+
+    Returns:
+        The manifest entry and whether bytes were copied (False: already present).
+    """
+    uri = paths.original_uri(root, drop_file.set_path, corpus_version, drop_file.file_name)
+    sha256, size = sha256_of_file(drop_file)
+    entry = ManifestEntry(
+        source_path=drop_file.source_path,
+        set_path=drop_file.set_path,
+        file_name=drop_file.file_name,
+        corpus_version=corpus_version,
+        uri=uri,
+        image_sha256=sha256,
+        bytes=size,
+    )
+    if storage.exists(uri):
+        existing = known.get(uri) or sha256_of_uri(uri)
+        if existing != sha256:
+            raise ContentConflictError(
+                f"{uri} already holds different content in version {corpus_version}; "
+                "ingest the changed drop as a new version"
+            )
+        return entry, False
+
+    def write(handle) -> None:
+        digest = hashlib.sha256()
+        with _open_source(drop_file) as source:
+            for chunk in _chunks(source):
+                digest.update(chunk)
+                handle.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise ChangedDuringIngestError("file changed while it was being ingested")
+
+    storage.write_atomically(uri, write)
+    return entry, True
+
+
+def _rejected_entry(rejected: Rejected, corpus_version: str) -> ManifestEntry:
+    set_path, _, file_name = rejected.source_path.rpartition("/")
+    return ManifestEntry(
+        source_path=rejected.source_path,
+        set_path=set_path,
+        file_name=file_name,
+        corpus_version=corpus_version,
+        uri="",
+        image_sha256="",
+        bytes=0,
+        rejected_reason=rejected.reason,
+    )
+
+
+def read_manifest(root: str, corpus_version: str) -> list[ManifestEntry]:
+    partition = paths.partition_dir(root, schemas.MANIFEST, corpus_version=corpus_version)
+    return [ManifestEntry(**row) for row in tables.read_partition(partition)]
+
+
+def image_set_rows(root: str, entries: list[ManifestEntry]) -> list[dict]:
+    """One `image_sets` row per set path of a version, from its ingested files."""
+    by_set: dict[str, list[ManifestEntry]] = {}
+    for entry in entries:
+        if not entry.rejected_reason:
+            by_set.setdefault(entry.set_path, []).append(entry)
+    return [
+        {
+            "set_path": set_path,
+            "corpus_version": members[0].corpus_version,
+            "tags": paths.tags_of(set_path),
+            "blob_prefix": paths.set_prefix(root, set_path, members[0].corpus_version),
+            "image_count": len(members),
+            "bytes": sum(entry.bytes for entry in members),
+        }
+        for set_path, members in sorted(by_set.items())
+    ]
+
+
+def ingest_drop(
+    drop_dir: str,
+    root: str,
+    corpus_version: str,
+    max_parallel: int = DEFAULT_MAX_PARALLEL,
+    progress: Callable[[int], Callable[[], None]] | None = None,
+) -> IngestReport:
+    """Copies a drop into `root` as `corpus_version` and records its tables.
+
+    Args:
+        drop_dir: the local folder to ingest; each sub-folder is an ImageSet.
+        root: corpus root, any Beam filesystem path.
+        corpus_version: the version this drop becomes.
+        max_parallel: files copied at once.
+        progress: given the file count, returns a callback run once per file.
+
+    Returns:
+        Counts and every file that failed, with its reason.
+    """
+    paths.check_version(corpus_version)
+    if max_parallel < 1:
+        raise ValueError(f"max_parallel must be at least 1, got {max_parallel}")
+    scan = scan_drop(drop_dir)
+    previous = {entry.source_path: entry for entry in read_manifest(root, corpus_version)}
+    known = {entry.uri: entry.image_sha256 for entry in previous.values() if entry.uri}
+    report = IngestReport(corpus_version, ignored=scan.ignored, failed=list(scan.rejected))
+    entries: dict[str, ManifestEntry] = {
+        path: entry for path, entry in previous.items() if not entry.rejected_reason
+    }
+    tick = progress(len(scan.files)) if progress else (lambda: None)
+    with ThreadPoolExecutor(max_workers=max_parallel) as pool:
+        futures = {
+            pool.submit(copy_one, drop_file, root, corpus_version, known): drop_file
+            for drop_file in scan.files
+        }
+        for future in as_completed(futures):
+            drop_file = futures[future]
+            tick()
+            try:
+                entry, copied = future.result()
+            except Exception as error:  # noqa: BLE001 - every failure is reported per file
+                report.failed.append(
+                    Rejected(drop_file.source_path, f"{type(error).__name__}: {error}")
+                )
+                continue
+            entries[entry.source_path] = entry
+            report.copied += copied
+            report.skipped += not copied
+            report.bytes_copied += entry.bytes if copied else 0
+    for rejected in report.failed:
+        if rejected.source_path not in entries:
+            entries[rejected.source_path] = _rejected_entry(rejected, corpus_version)
+    manifest = sorted(entries.values(), key=lambda entry: entry.source_path)
+    tables.replace_partition(
+        paths.partition_dir(root, schemas.MANIFEST, corpus_version=corpus_version),
+        (schemas.manifest_row(entry) for entry in manifest),
+        schemas.MANIFEST_SCHEMA,
+    )
+    set_rows = image_set_rows(root, manifest)
+    tables.replace_partition(
+        paths.partition_dir(root, schemas.IMAGE_SETS, corpus_version=corpus_version),
+        set_rows,
+        schemas.IMAGE_SETS_SCHEMA,
+    )
+    report.failed.sort(key=lambda rejected: rejected.source_path)
+    report.image_sets = len(set_rows)
+    return report

@@ -1,0 +1,88 @@
+"""Typed records that flow between pipeline steps."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+from PIL import Image
+
+
+class StepName(enum.StrEnum):
+    """Built-in step names, as written in a pipeline definition."""
+
+    DECODE = "decode"
+    THUMBNAIL = "thumbnail"
+    PIPELINE_OUTPUT = "pipelineoutput"
+
+
+# Errors found before any step runs are reported under these pseudo-steps.
+INGEST_STEP = "ingest"
+READ_STEP = "read"
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestEntry:
+    """One file of a drop, as recorded by ingest (a row of the `manifest` table)."""
+
+    source_path: str
+    set_path: str
+    file_name: str
+    corpus_version: str
+    uri: str
+    image_sha256: str
+    bytes: int
+    rejected_reason: str = ""
+
+    @property
+    def tags(self) -> list[str]:
+        return self.set_path.split("/") if self.set_path else []
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+    """One image travelling through the steps.
+
+    `data` holds the original file bytes until decode; `image` holds the decoded,
+    EXIF-oriented RGB pixels for the steps that need them. Neither is written to a
+    table. Each step adds its result under its own name in `results`.
+    """
+
+    entry: ManifestEntry
+    data: bytes | None = None
+    image: Image.Image | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    mode: str | None = None
+    frames: int | None = None
+    results: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def with_result(self, step: str, result: Any) -> ImageRecord:
+        return dataclasses.replace(self, results={**self.results, step: result})
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorRecord:
+    """Why one file failed one step (a row of the `errors` table; `path` is in the drop)."""
+
+    corpus_version: str
+    path: str
+    uri: str
+    image_sha256: str
+    step: str
+    error_type: str
+    message: str
+
+    @classmethod
+    def for_entry(cls, entry: ManifestEntry, step: str, error: BaseException) -> ErrorRecord:
+        return cls(
+            corpus_version=entry.corpus_version,
+            path=entry.source_path,
+            uri=entry.uri,
+            image_sha256=entry.image_sha256,
+            step=step,
+            error_type=type(error).__name__,
+            message=str(error)[:2000] or type(error).__name__,
+        )

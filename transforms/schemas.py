@@ -1,0 +1,107 @@
+"""Arrow schemas of the metadata tables, and the rows that fill them."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from transforms.records import ErrorRecord, ImageRecord, ManifestEntry
+
+# Table names: folders under <root>/metadata/.
+MANIFEST = "manifest"
+IMAGE_SETS = "image_sets"
+IMAGES = "images"
+ERRORS = "errors"
+TRANSFORMS = "transforms"
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("source_path", pa.string()),
+        ("set_path", pa.string()),
+        ("file_name", pa.string()),
+        ("corpus_version", pa.string()),
+        ("uri", pa.string()),
+        ("image_sha256", pa.string()),
+        ("bytes", pa.int64()),
+        ("rejected_reason", pa.string()),
+    ]
+)
+
+IMAGE_SETS_SCHEMA = pa.schema(
+    [
+        ("set_path", pa.string()),
+        ("corpus_version", pa.string()),
+        ("tags", pa.list_(pa.string())),
+        ("blob_prefix", pa.string()),
+        ("image_count", pa.int64()),
+        ("bytes", pa.int64()),
+    ]
+)
+
+ERRORS_SCHEMA = pa.schema(
+    [(field.name, pa.string()) for field in dataclasses.fields(ErrorRecord)]
+)
+
+TRANSFORMS_SCHEMA = pa.schema(
+    [
+        ("transform_name", pa.string()),
+        ("transform_version", pa.string()),
+        ("step_version", pa.string()),
+        ("parameters", pa.string()),
+    ]
+)
+
+_IMAGE_BASE_FIELDS = [
+    ("image_sha256", pa.string()),
+    ("corpus_version", pa.string()),
+    ("set_path", pa.string()),
+    ("tags", pa.list_(pa.string())),
+    ("source_path", pa.string()),
+    ("file_name", pa.string()),
+    ("uri", pa.string()),
+    ("bytes", pa.int64()),
+    ("format", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("mode", pa.string()),
+    ("frames", pa.int32()),
+]
+
+
+def images_schema(step_columns: Mapping[str, pa.DataType]) -> pa.Schema:
+    """The `images` schema: base columns plus one column per step result."""
+    return pa.schema(_IMAGE_BASE_FIELDS + list(step_columns.items()))
+
+
+def manifest_row(entry: ManifestEntry) -> dict[str, Any]:
+    return dataclasses.asdict(entry)
+
+
+def image_row(record: ImageRecord, step_columns: Mapping[str, pa.DataType]) -> dict[str, Any]:
+    """Flattens a record into an `images` row; steps that did not run are null."""
+    entry = record.entry
+    row: dict[str, Any] = {
+        "image_sha256": entry.image_sha256,
+        "corpus_version": entry.corpus_version,
+        "set_path": entry.set_path,
+        "tags": entry.tags,
+        "source_path": entry.source_path,
+        "file_name": entry.file_name,
+        "uri": entry.uri,
+        "bytes": entry.bytes,
+        "format": record.format,
+        "width": record.width,
+        "height": record.height,
+        "mode": record.mode,
+        "frames": record.frames,
+    }
+    for column in step_columns:
+        row[column] = record.results.get(column)
+    return row
+
+
+def error_row(error: ErrorRecord) -> dict[str, Any]:
+    return dataclasses.asdict(error)

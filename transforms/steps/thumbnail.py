@@ -1,0 +1,168 @@
+"""The `thumbnail` step: a versioned JPEG thumbnail of every image."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import io
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+from PIL import Image
+
+from transforms import paths, storage
+from transforms.records import ImageRecord, StepName
+from transforms.steps.base import ApplyToEachImage, Outcome, Step, StepContext, TransformSpec
+
+STEP_VERSION = "1"
+TRANSFORM_NAME = "thumbnail"
+DEFAULT_MAX_SIDE = 256
+DEFAULT_QUALITY = 85
+DEFAULT_TRANSFORM_VERSION = "1"
+
+RESULT_TYPE = pa.struct(
+    [
+        ("step_version", pa.string()),
+        ("transform_version", pa.string()),
+        ("uri", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+    ]
+)
+
+
+def thumbnail_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Fits (width, height) inside max_side x max_side, never enlarging."""
+    longest = max(width, height)
+    if longest <= max_side:
+        return width, height
+    scale = max_side / longest
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def thumbnail_name(file_name: str) -> str:
+    """`photo.png` -> `photo.png.jpg`: appending keeps names from ever colliding."""
+    return f"{file_name}.jpg"
+
+
+def encode_thumbnail(image: Image.Image, size: tuple[int, int], quality: int) -> bytes:
+    resized = image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    resized.save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
+
+
+def make_thumbnail(
+    record: ImageRecord, corpus_root: str, max_side: int, quality: int, transform_version: str
+) -> tuple[ImageRecord, Outcome]:
+    """Writes one thumbnail unless it exists; records where it is either way."""
+    entry = record.entry
+    uri = paths.transform_uri(
+        corpus_root,
+        TRANSFORM_NAME,
+        transform_version,
+        entry.set_path,
+        entry.corpus_version,
+        thumbnail_name(entry.file_name),
+    )
+    size = thumbnail_size(record.image.width, record.image.height, max_side)
+    outcome = Outcome.SKIPPED_EXISTING
+    if not storage.exists(uri):
+        storage.write_bytes_atomically(uri, encode_thumbnail(record.image, size, quality))
+        outcome = Outcome.PROCESSED
+    result = {
+        "step_version": STEP_VERSION,
+        "transform_version": transform_version,
+        "uri": uri,
+        "width": size[0],
+        "height": size[1],
+    }
+    return record.with_result(StepName.THUMBNAIL, result), outcome
+
+
+@dataclasses.dataclass(eq=False)
+class MakeThumbnails(beam.PTransform):
+    """Writes a JPEG thumbnail per image under the transform version's own tree.
+
+    Existing thumbnails are not rewritten: the path is a pure function of the
+    transform version, set path, corpus version and file name.
+
+    Args:
+        corpus_root: where the `transform/` tree lives.
+        max_side: longest side in pixels.
+        quality: JPEG quality, 1-95.
+        transform_version: a new version is written next to the old ones.
+
+    Returns:
+        Outputs `records` (with a `thumbnail` result) and `errors`.
+    """
+
+    corpus_root: str
+    max_side: int = DEFAULT_MAX_SIDE
+    quality: int = DEFAULT_QUALITY
+    transform_version: str = DEFAULT_TRANSFORM_VERSION
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        if not 8 <= self.max_side <= 4096:
+            raise ValueError(f"--thumbnail-max-side must be 8-4096, got {self.max_side}")
+        if not 1 <= self.quality <= 95:
+            raise ValueError(f"--thumbnail-quality must be 1-95, got {self.quality}")
+        paths.check_version(self.transform_version, "thumbnail version")
+
+    def parameters(self) -> dict[str, Any]:
+        return {"max_side": self.max_side, "quality": self.quality, "format": "JPEG"}
+
+    def expand(self, records):
+        make = functools.partial(
+            make_thumbnail,
+            corpus_root=self.corpus_root,
+            max_side=self.max_side,
+            quality=self.quality,
+            transform_version=self.transform_version,
+        )
+        return records | ApplyToEachImage(StepName.THUMBNAIL, make)
+
+
+def _build(context: StepContext) -> MakeThumbnails:
+    return MakeThumbnails(
+        corpus_root=context.corpus_root,
+        max_side=context.option("thumbnail_max_side", DEFAULT_MAX_SIDE),
+        quality=context.option("thumbnail_quality", DEFAULT_QUALITY),
+        transform_version=context.option("thumbnail_version", DEFAULT_TRANSFORM_VERSION),
+    )
+
+
+def _transform_spec(context: StepContext) -> TransformSpec:
+    step = _build(context)
+    return TransformSpec(TRANSFORM_NAME, step.transform_version, STEP_VERSION, step.parameters())
+
+
+def _add_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--thumbnail-max-side", type=int, default=DEFAULT_MAX_SIDE,
+        help="longest side of thumbnails in pixels (default %(default)s)",
+    )
+    group.add_argument(
+        "--thumbnail-quality", type=int, default=DEFAULT_QUALITY,
+        help="JPEG quality of thumbnails (default %(default)s)",
+    )
+    group.add_argument(
+        "--thumbnail-version", default=DEFAULT_TRANSFORM_VERSION,
+        help="transform version; use a new one to change size or quality "
+        "(default %(default)s)",
+    )
+
+
+STEP = Step(
+    name=StepName.THUMBNAIL,
+    version=STEP_VERSION,
+    build=_build,
+    depends_on=(StepName.DECODE,),
+    result_type=RESULT_TYPE,
+    add_options=_add_options,
+    transform_spec=_transform_spec,
+    description="JPEG thumbnail under transform/thumbnail/<version>/",
+)
