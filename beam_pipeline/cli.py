@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK if argv and argv[0] in ("-h", "--help") else EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("imaginem").setLevel(logging.INFO)
+    # It repeats every worker-process warning a second time.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     return COMMANDS[argv[0]](argv[1:])
 
 

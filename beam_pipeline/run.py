@@ -155,7 +155,7 @@ def plan_run(argv: list[str] | None) -> RunPlan:
 def _labels(transforms: list[beam.PTransform], steps: list[Step]) -> list[str]:
     """CamelCase labels from the transforms' class names, unique per graph."""
     labels, seen = [], set()
-    for transform, step in zip(transforms, steps):
+    for transform, step in zip(transforms, steps, strict=False):
         label = type(transform).__name__
         if label in seen:
             label = f"{label}[{step.name}]"
@@ -173,7 +173,7 @@ def build_graph(pipeline: beam.Pipeline, plan: RunPlan):
     context = plan.context
     corpus = pipeline | "ReadCorpus" >> ReadCorpus(context.corpus_root, context.corpus_version)
     records, errors = corpus[RECORDS], [corpus[ERRORS]]
-    *steps, terminal = zip(_labels(plan.transforms, plan.steps), plan.transforms)
+    *steps, terminal = zip(_labels(plan.transforms, plan.steps), plan.transforms, strict=False)
     for label, transform in steps:
         outputs = records | label >> transform
         records = outputs[RECORDS]

@@ -32,7 +32,9 @@ def _describe(counters: dict[str, int]) -> str:
     return ", ".join(parts)
 
 
-def summarize(result: PipelineResult, corpus_root: str, corpus_version: str, steps: list[str]) -> str:
+def summarize(
+    result: PipelineResult, corpus_root: str, corpus_version: str, steps: list[str]
+) -> str:
     counters = step_counters(result)
     output = counters.get(StepName.PIPELINE_OUTPUT, {})
     rejected = counters.get(INGEST_STEP, {}).get("failed", 0)

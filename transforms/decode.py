@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 DEFAULT_MAX_PIXELS = 150_000_000
 
 # Only these decoders ever see the bytes: fewer parsers, less attack surface.
-ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "MPO")
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG also opens MPO
 HEIF_FORMATS = ("HEIF", "AVIF")
 
 
@@ -80,7 +80,8 @@ def decode_image(
         try:
             image = Image.open(io.BytesIO(data), formats=formats)
         except Image.DecompressionBombError as error:
-            raise PixelLimitError(str(error)) from error
+            # Pillow's own hard stop, at twice its MAX_IMAGE_PIXELS.
+            raise PixelLimitError(f"{error} (possible decompression bomb)") from error
         except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
             raise UnsupportedFormatError(
                 f"not a recognised image ({', '.join(formats)}): {error}"

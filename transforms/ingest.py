@@ -111,7 +111,9 @@ def scan_drop(drop_dir: str) -> DropScan:
                     try:
                         paths.check_component(entry.name)
                     except paths.UnsafePathError as error:
-                        scan.rejected.append(Rejected(_display(source_path), f"folder name: {error}"))
+                        scan.rejected.append(
+                            Rejected(_display(source_path), f"folder name: {error}")
+                        )
                         continue
                     walk(target, relative + (entry.name,))
                 elif not is_image_name(entry.name):

@@ -47,8 +47,7 @@ class _WriteShard(beam.DoFn):
 
 
 def _prune(partition: str, written: list[str]):
-    for stale in tables.prune_partition(partition, written):
-        yield stale
+    yield from tables.prune_partition(partition, written)
 
 
 @dataclasses.dataclass(eq=False)

@@ -54,7 +54,9 @@ def find_font(file_name: str = _FONT_FILE) -> str:
     )
 
 
-def render_text(lines: list[str], font_size: int = 34, ink: int = 20, paper: int = 255) -> Image.Image:
+def render_text(
+    lines: list[str], font_size: int = 34, ink: int = 20, paper: int = 255
+) -> Image.Image:
     """Black-on-white (or any grey-on-grey) text, one line per row, RGB."""
     font = ImageFont.truetype(find_font(), font_size)
     line_height = int(font_size * 1.6)

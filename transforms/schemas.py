@@ -41,9 +41,7 @@ IMAGE_SETS_SCHEMA = pa.schema(
     ]
 )
 
-ERRORS_SCHEMA = pa.schema(
-    [(field.name, pa.string()) for field in dataclasses.fields(ErrorRecord)]
-)
+ERRORS_SCHEMA = pa.schema([(field.name, pa.string()) for field in dataclasses.fields(ErrorRecord)])
 
 TRANSFORMS_SCHEMA = pa.schema(
     [

@@ -64,9 +64,7 @@ def prune_partition(partition: str, keep: Iterable[str]) -> list[str]:
     return stale
 
 
-def replace_partition(
-    partition: str, rows: Iterable[Mapping[str, Any]], schema: pa.Schema
-) -> str:
+def replace_partition(partition: str, rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> str:
     """Replaces a small partition with a single shard holding `rows`."""
     uri = write_shard(partition, 0, 1, rows, schema)
     prune_partition(partition, [uri])

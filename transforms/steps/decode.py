@@ -9,7 +9,7 @@ import apache_beam as beam
 
 from transforms.decode import DEFAULT_MAX_PIXELS, decode_image, heif_available
 from transforms.records import ImageRecord, StepName
-from transforms.steps.base import ApplyToEachImage, Outcome, Step, StepContext
+from transforms.steps.base import ApplyToEachImage, Outcome, Step
 
 STEP_VERSION = "1"
 
@@ -76,8 +76,7 @@ def _add_options(group: argparse._ArgumentGroup) -> None:
         "--max-pixels",
         type=int,
         default=DEFAULT_MAX_PIXELS,
-        help="refuse images with more pixels than this (decompression bombs); "
-        "default %(default)s",
+        help="refuse images with more pixels than this (decompression bombs); default %(default)s",
     )
 
 

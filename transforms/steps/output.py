@@ -7,14 +7,12 @@ from collections.abc import Mapping
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.metrics import Metrics
 
 from transforms import paths, schemas
 from transforms.parquet_sink import WriteTablePartition, shard_count
-from apache_beam.metrics import Metrics
-
 from transforms.records import ErrorRecord, ImageRecord, StepName
 from transforms.steps.base import ERRORS, RECORDS, Step, StepContext
-
 
 IMAGE_ROWS = "image_rows"
 ERROR_ROWS = "error_rows"
@@ -70,16 +68,23 @@ class WriteParquetTables(beam.PTransform):
         images = (
             outputs[RECORDS]
             | "ImageRows" >> beam.Map(_image_row, step_columns)
-            | "WriteImages" >> WriteTablePartition(
-                self._partition(schemas.IMAGES), schemas.images_schema(step_columns),
-                _image_key, shards,
+            | "WriteImages"
+            >> WriteTablePartition(
+                self._partition(schemas.IMAGES),
+                schemas.images_schema(step_columns),
+                _image_key,
+                shards,
             )
         )
         errors = (
             outputs[ERRORS]
             | "ErrorRows" >> beam.Map(_error_row)
-            | "WriteErrors" >> WriteTablePartition(
-                self._partition(schemas.ERRORS), schemas.ERRORS_SCHEMA, _error_key, shards,
+            | "WriteErrors"
+            >> WriteTablePartition(
+                self._partition(schemas.ERRORS),
+                schemas.ERRORS_SCHEMA,
+                _error_key,
+                shards,
             )
         )
         return {schemas.IMAGES: images, schemas.ERRORS: errors}

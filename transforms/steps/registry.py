@@ -33,9 +33,7 @@ def _steps_of_module(module_name: str) -> list[Step]:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise StepDefinitionError(f"cannot import step module {module_name!r}: {error}") from error
-    found = list(getattr(module, "STEPS", [])) or (
-        [module.STEP] if hasattr(module, "STEP") else []
-    )
+    found = list(getattr(module, "STEPS", [])) or ([module.STEP] if hasattr(module, "STEP") else [])
     if not found or not all(isinstance(step, Step) for step in found):
         raise StepDefinitionError(
             f"step module {module_name!r} must define STEP (a transforms.steps.Step) or STEPS"

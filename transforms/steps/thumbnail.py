@@ -142,17 +142,21 @@ def _transform_spec(context: StepContext) -> TransformSpec:
 
 def _add_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
-        "--thumbnail-max-side", type=int, default=DEFAULT_MAX_SIDE,
+        "--thumbnail-max-side",
+        type=int,
+        default=DEFAULT_MAX_SIDE,
         help="longest side of thumbnails in pixels (default %(default)s)",
     )
     group.add_argument(
-        "--thumbnail-quality", type=int, default=DEFAULT_QUALITY,
+        "--thumbnail-quality",
+        type=int,
+        default=DEFAULT_QUALITY,
         help="JPEG quality of thumbnails (default %(default)s)",
     )
     group.add_argument(
-        "--thumbnail-version", default=DEFAULT_TRANSFORM_VERSION,
-        help="transform version; use a new one to change size or quality "
-        "(default %(default)s)",
+        "--thumbnail-version",
+        default=DEFAULT_TRANSFORM_VERSION,
+        help="transform version; use a new one to change size or quality (default %(default)s)",
     )
 
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Sets up a virtual environment, builds the sample drop, ingests it and runs the
+# pipeline on the local runner. Safe to run again: nothing is copied or written twice.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+DROP=local/sample-drop
+CORPUS=local/corpus
+VERSION=v1
+
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -r requirements.txt
+"$VENV/bin/python" -m pip install --quiet --no-deps -e .
+
+"$VENV/bin/imaginem" sample-corpus "$DROP"
+"$VENV/bin/imaginem" ingest "$DROP" --corpus "$CORPUS" --version "$VERSION"
+"$VENV/bin/imaginem" run --corpus "$CORPUS" --version "$VERSION" "$@"
+
+cat <<MSG
+
+Outputs under $CORPUS/:
+  original/    the ingested images, by set path and corpus version
+  transform/   thumbnails, by transform version
+  metadata/    Parquet tables: manifest, image_sets, images, errors, transforms
+Query them, e.g.:
+  $VENV/bin/python -c "import duckdb; print(duckdb.sql(\"SELECT source_path, width, height FROM '$CORPUS/metadata/images/*/*.parquet'\"))"
+MSG

@@ -1,0 +1,84 @@
+import pytest
+
+from tests import image_factory
+from transforms.decode import (
+    DecodeError,
+    EmptyFileError,
+    PixelLimitError,
+    TruncatedImageError,
+    UnsupportedFormatError,
+    decode_image,
+)
+
+
+def test_jpeg_decodes_to_rgb():
+    decoded = decode_image(image_factory.jpeg_bytes(64, 48))
+    assert (decoded.image.mode, decoded.image.size, decoded.format) == ("RGB", (64, 48), "JPEG")
+
+
+def test_exif_orientation_is_applied():
+    decoded = decode_image(image_factory.exif_rotated_jpeg())
+    assert decoded.image.size == (48, 64)
+
+
+def test_cmyk_becomes_rgb():
+    decoded = decode_image(image_factory.cmyk_jpeg())
+    assert (decoded.mode, decoded.image.mode) == ("CMYK", "RGB")
+
+
+def test_16bit_png_is_scaled_not_clipped():
+    decoded = decode_image(image_factory.png_16bit())
+    assert decoded.mode.startswith("I")
+    row = list(decoded.image.convert("L").getdata())[:64]
+    # The ramp 0..65535 must map onto 0..255, not saturate after the first pixels.
+    assert row[0] == 0 and row[-1] == 255 and 100 < row[32] < 160
+
+
+def test_palette_transparency_is_flattened_onto_white():
+    decoded = decode_image(image_factory.palette_png_with_transparency())
+    assert decoded.mode == "P" and decoded.image.mode == "RGB"
+
+
+def test_animated_gif_gives_first_frame():
+    decoded = decode_image(image_factory.animated_gif())
+    assert decoded.frames == 3
+    assert decoded.image.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_png_named_jpg_reports_its_real_format():
+    assert decode_image(image_factory.png_bytes()).format == "PNG"
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", EmptyFileError),
+        (image_factory.truncated_jpeg(), TruncatedImageError),
+        (b"just some text" * 10, UnsupportedFormatError),
+        (image_factory.bomb_png(), PixelLimitError),
+    ],
+)
+def test_bad_bytes_raise_a_decode_error(data, error):
+    with pytest.raises(error) as raised:
+        decode_image(data)
+    assert isinstance(raised.value, DecodeError)
+    assert str(raised.value)
+
+
+def test_pixel_limit_is_checked_before_decoding():
+    # 13000 x 13000 stays under Pillow's hard stop, so our own limit speaks.
+    with pytest.raises(PixelLimitError, match="169,000,000 pixels exceeds the limit"):
+        decode_image(image_factory.bomb_png(13_000, 13_000))
+    with pytest.raises(PixelLimitError, match="decompression bomb"):
+        decode_image(image_factory.bomb_png())
+
+
+def test_pixel_limit_is_configurable():
+    with pytest.raises(PixelLimitError):
+        decode_image(image_factory.jpeg_bytes(64, 48), max_pixels=1000)
+
+
+def test_formats_outside_the_allow_list_are_refused():
+    ppm = image_factory.encode(image_factory._gradient(), "PPM")
+    with pytest.raises(UnsupportedFormatError):
+        decode_image(ppm)

@@ -1,0 +1,134 @@
+import os
+
+import pytest
+
+from beam_pipeline.cli import main
+from tests import image_factory
+from transforms import paths, schemas, tables
+from transforms.ingest import ingest_drop, read_manifest, scan_drop
+
+FILES = {
+    "red/angry/robin/a.jpg": image_factory.jpeg_bytes(),
+    "red/angry/robin/B.PNG": image_factory.png_bytes(),
+    "top.jpeg": image_factory.jpeg_bytes(32, 32),
+}
+
+
+@pytest.fixture
+def drop(tmp_path):
+    folder = tmp_path / "drop"
+    image_factory.write_files(str(folder), FILES)
+    image_factory.write_files(str(folder), {"red/readme.txt": b"x", "red/.hidden.jpg": b"x"})
+    return str(folder)
+
+
+def test_scan_finds_images_case_insensitively_and_ignores_the_rest(drop):
+    scan = scan_drop(drop)
+    assert sorted(f.source_path for f in scan.files) == sorted(FILES)
+    assert scan.ignored == 2 and not scan.rejected
+
+
+def test_symlink_outside_is_rejected_and_inside_followed(tmp_path, drop):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(image_factory.jpeg_bytes())
+    os.symlink(outside / "secret.jpg", os.path.join(drop, "leak.jpg"))
+    os.symlink(outside, os.path.join(drop, "leakdir"))
+    os.symlink(os.path.join(drop, "top.jpeg"), os.path.join(drop, "alias.jpg"))
+    os.symlink(drop, os.path.join(drop, "red", "loop"))
+    scan = scan_drop(drop)
+    assert {r.source_path: r.reason for r in scan.rejected} == {
+        "leak.jpg": "symlink points outside the drop",
+        "leakdir": "symlink points outside the drop",
+    }
+    assert "alias.jpg" in {f.source_path for f in scan.files}
+
+
+def test_ingest_copies_into_the_layout_and_records_hashes(tmp_path, drop):
+    root = str(tmp_path / "corpus")
+    report = ingest_drop(drop, root, "v1")
+    assert (report.copied, report.skipped, report.failed) == (3, 0, [])
+    entries = {entry.source_path: entry for entry in read_manifest(root, "v1")}
+    robin = entries["red/angry/robin/a.jpg"]
+    assert robin.uri == f"{root}/original/red/angry/robin/v1/a.jpg"
+    assert robin.tags == ["red", "angry", "robin"]
+    assert open(robin.uri, "rb").read() == FILES["red/angry/robin/a.jpg"]
+    assert robin.bytes == len(FILES["red/angry/robin/a.jpg"])
+    assert entries["top.jpeg"].uri == f"{root}/original/v1/top.jpeg"
+    sets = tables.read_partition(paths.partition_dir(root, schemas.IMAGE_SETS, corpus_version="v1"))
+    assert {(row["set_path"], row["image_count"]) for row in sets} == {
+        ("red/angry/robin", 2),
+        ("", 1),
+    }
+
+
+def test_rerun_skips_everything_and_keeps_one_row_per_file(tmp_path, drop):
+    root = str(tmp_path / "corpus")
+    ingest_drop(drop, root, "v1")
+    mtime = os.stat(f"{root}/original/v1/top.jpeg").st_mtime_ns
+    report = ingest_drop(drop, root, "v1", max_parallel=2)
+    assert (report.copied, report.skipped) == (0, 3)
+    assert len(read_manifest(root, "v1")) == 3
+    assert os.stat(f"{root}/original/v1/top.jpeg").st_mtime_ns == mtime
+
+
+def test_interrupted_ingest_resumes_by_hash(tmp_path, drop):
+    root = str(tmp_path / "corpus")
+    ingest_drop(drop, root, "v1")
+    # As if the run died after copying files but before writing its manifest.
+    tables.prune_partition(paths.partition_dir(root, schemas.MANIFEST, corpus_version="v1"), [])
+    os.remove(f"{root}/original/v1/top.jpeg")
+    report = ingest_drop(drop, root, "v1")
+    assert (report.copied, report.skipped) == (1, 2)
+
+
+def test_changed_file_is_never_overwritten_in_the_same_version(tmp_path, drop):
+    root = str(tmp_path / "corpus")
+    ingest_drop(drop, root, "v1")
+    with open(os.path.join(drop, "top.jpeg"), "wb") as handle:
+        handle.write(image_factory.png_bytes())
+    report = ingest_drop(drop, root, "v1")
+    assert [failure.source_path for failure in report.failed] == ["top.jpeg"]
+    assert "new version" in report.failed[0].reason
+    assert open(f"{root}/original/v1/top.jpeg", "rb").read() == FILES["top.jpeg"]
+    assert len(read_manifest(root, "v1")) == 3
+
+
+def test_new_version_goes_next_to_the_old(tmp_path, drop):
+    root = str(tmp_path / "corpus")
+    ingest_drop(drop, root, "v1")
+    ingest_drop(drop, root, "v2")
+    assert os.path.exists(f"{root}/original/v1/top.jpeg")
+    assert os.path.exists(f"{root}/original/v2/top.jpeg")
+    assert len(read_manifest(root, "v1")) == len(read_manifest(root, "v2")) == 3
+
+
+def test_cli_lists_failures_and_exits_non_zero(tmp_path, drop, capsys):
+    os.symlink("/etc/hostname", os.path.join(drop, "host.jpg"))
+    root = str(tmp_path / "corpus")
+    code = main(["ingest", drop, "--corpus", root, "--version", "v1", "--max-parallel", "3"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "3 copied" in out and "host.jpg: symlink points outside the drop" in out
+    rejected = [e for e in read_manifest(root, "v1") if e.rejected_reason]
+    assert [e.source_path for e in rejected] == ["host.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--version", "../v1"], "invalid corpus version"),
+        (["--max-parallel", "0"], "must be at least 1"),
+    ],
+)
+def test_cli_rejects_bad_flags(tmp_path, drop, capsys, argv, message):
+    with pytest.raises(SystemExit) as exited:
+        main(["ingest", drop, "--corpus", str(tmp_path / "c"), "--version", "v1", *argv])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_drop_folder_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["ingest", str(tmp_path / "nope"), "--corpus", str(tmp_path), "--version", "v1"])
+    assert "does not exist" in capsys.readouterr().err
