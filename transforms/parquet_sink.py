@@ -4,6 +4,7 @@ Rows go to a shard chosen by hashing their key, so the same row always lands in
 the same shard file and a re-run rewrites identical files. Once every shard is
 written, shard files of the partition that this run did not write are deleted:
 the partition then holds exactly this run's rows, never an earlier run's as well.
+A run with no rows leaves one empty shard, so the table stays readable.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ class _WriteShard(beam.DoFn):
         yield tables.write_shard(self._partition, index, self._shards, ordered, self._schema)
 
 
-def _prune(partition: str, written: list[str]):
+def _finish_partition(partition: str, written: list[str], schema: pa.Schema):
+    """Deletes stale shards; an empty result still leaves a readable, empty table."""
+    if not written:
+        written = [tables.write_shard(partition, 0, 1, [], schema)]
     yield from tables.prune_partition(partition, written)
 
 
@@ -85,6 +89,7 @@ class WriteTablePartition(beam.PTransform):
         _ = (
             rows.pipeline
             | "Partition" >> beam.Create([self.partition])
-            | "DeleteStaleShards" >> beam.FlatMap(_prune, written=beam.pvalue.AsList(written))
+            | "DeleteStaleShards"
+            >> beam.FlatMap(_finish_partition, beam.pvalue.AsList(written), self.schema)
         )
         return written

@@ -1,0 +1,25 @@
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from tests import image_factory
+from transforms.ingest import ingest_drop
+
+
+def make_test_pipeline() -> TestPipeline:
+    """In-process FnApiRunner: Beam's default DirectRunner would try to fetch Prism."""
+    return TestPipeline(runner=fn_runner.FnApiRunner(), options=PipelineOptions([]))
+
+
+@pytest.fixture
+def small_corpus(tmp_path):
+    """A corpus with one version `v1` holding the good and bad generated files."""
+    drop = tmp_path / "drop"
+    image_factory.write_files(str(drop), image_factory.GOOD_FILES)
+    image_factory.write_files(
+        str(drop), {path: data for path, (data, _) in image_factory.BAD_FILES.items()}
+    )
+    root = str(tmp_path / "corpus")
+    ingest_drop(str(drop), root, "v1")
+    return root

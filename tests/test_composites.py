@@ -1,0 +1,196 @@
+"""One TestPipeline test per composite transform."""
+
+import dataclasses
+import os
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.dataset as ds
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
+
+from tests import image_factory
+from tests.conftest import make_test_pipeline
+from transforms import paths, schemas
+from transforms.corpus import ReadCorpus
+from transforms.decode import decode_image
+from transforms.ingest import read_manifest
+from transforms.parquet_sink import WriteTablePartition
+from transforms.records import ErrorRecord, ImageRecord
+from transforms.steps import ERRORS, RECORDS
+from transforms.steps.decode import DecodeImages
+from transforms.steps.output import WriteParquetTables
+from transforms.steps.thumbnail import RESULT_TYPE, MakeThumbnails, thumbnail_size
+
+BAD = image_factory.BAD_FILES
+GOOD = image_factory.GOOD_FILES
+
+
+def _counter(result, namespace, name):
+    query = MetricsFilter().with_namespace(namespace).with_name(name)
+    return sum(c.committed for c in result.metrics().query(query)["counters"])
+
+
+def _records(root):
+    """Manifest entries of v1 with their bytes, as ReadCorpus would emit them."""
+    return [
+        ImageRecord(entry=entry, data=open(entry.uri, "rb").read())
+        for entry in read_manifest(root, "v1")
+    ]
+
+
+def _decoded(root):
+    decoded = []
+    for record in _records(root):
+        if record.entry.source_path in GOOD:
+            image = decode_image(record.data)
+            decoded.append(
+                dataclasses.replace(
+                    record,
+                    data=None,
+                    image=image.image,
+                    width=image.image.width,
+                    height=image.image.height,
+                    format=image.format,
+                )
+            )
+    return decoded
+
+
+def test_read_corpus_reads_every_file_and_reports_damaged_ones(small_corpus):
+    entries = {e.source_path: e for e in read_manifest(small_corpus, "v1")}
+    os.remove(entries["root-level.png"].uri)
+    with open(entries["camera/UPPER.JPG"].uri, "ab") as handle:
+        handle.write(b"tampered")
+    pipeline = make_test_pipeline()
+    outputs = pipeline | ReadCorpus(small_corpus, "v1")
+    read = outputs[RECORDS] | beam.Map(lambda r: (r.entry.source_path, len(r.data)))
+    failed = outputs[ERRORS] | beam.Map(lambda e: (e.path, e.step, e.error_type))
+    expected = [
+        (path, entries[path].bytes)
+        for path in entries
+        if path not in ("root-level.png", "camera/UPPER.JPG")
+    ]
+    assert_that(read, equal_to(expected), label="Read")
+    assert_that(
+        failed,
+        equal_to(
+            [
+                ("root-level.png", "read", "FileNotFoundError"),
+                ("camera/UPPER.JPG", "read", "IntegrityError"),
+            ]
+        ),
+        label="Errors",
+    )
+    result = pipeline.run()
+    assert _counter(result, "read", "processed") == len(expected)
+
+
+def test_decode_images_sends_bad_files_to_errors(small_corpus):
+    pipeline = make_test_pipeline()
+    outputs = pipeline | beam.Create(_records(small_corpus)) | DecodeImages()
+    decoded = outputs[RECORDS] | beam.Map(
+        lambda r: (r.entry.source_path, r.image.mode, r.data is None)
+    )
+    failed = outputs[ERRORS] | beam.Map(lambda e: (e.path, e.step, e.error_type))
+    assert_that(decoded, equal_to([(path, "RGB", True) for path in GOOD]), label="Decoded")
+    assert_that(
+        failed,
+        equal_to([(path, "decode", error) for path, (_, error) in BAD.items()]),
+        label="Errors",
+    )
+    result = pipeline.run()
+    assert _counter(result, "decode", "failed") == len(BAD)
+    assert _counter(result, "decode", "processed") == len(GOOD)
+
+
+def test_decode_images_validates_its_options():
+    try:
+        DecodeImages(max_pixels=0)
+    except ValueError as error:
+        assert "--max-pixels" in str(error)
+    else:
+        raise AssertionError("max_pixels=0 was accepted")
+
+
+def _run_thumbnails(root, records, expected, **options):
+    pipeline = make_test_pipeline()
+    outputs = pipeline | beam.Create(records) | MakeThumbnails(root, **options)
+    results = outputs[RECORDS] | beam.Map(
+        lambda r: (
+            r.results["thumbnail"]["uri"],
+            r.results["thumbnail"]["width"],
+            r.results["thumbnail"]["height"],
+        )
+    )
+    assert_that(results, equal_to(expected))
+    return pipeline.run()
+
+
+def test_make_thumbnails_writes_once_and_skips_existing(small_corpus):
+    records = _decoded(small_corpus)
+    expected = [
+        (
+            paths.transform_uri(
+                small_corpus, "thumbnail", "1", r.entry.set_path, "v1", r.entry.file_name + ".jpg"
+            ),
+            *thumbnail_size(r.width, r.height, 32),
+        )
+        for r in records
+    ]
+    # The EXIF-rotated 64x48 original is shown 48x64, so its thumbnail is portrait.
+    assert (small_corpus + "/transform/thumbnail/1/camera/v1/rotated.jpg.jpg", 24, 32) in expected
+    result = _run_thumbnails(small_corpus, records, expected, max_side=32)
+    assert _counter(result, "thumbnail", "processed") == len(GOOD)
+    mtimes = {uri: os.stat(uri).st_mtime_ns for uri, _, _ in expected}
+    for uri, width, height in expected:
+        with Image.open(uri) as thumbnail:
+            assert (thumbnail.format, thumbnail.size) == ("JPEG", (width, height))
+    result = _run_thumbnails(small_corpus, records, expected, max_side=32)
+    assert _counter(result, "thumbnail", "skipped_existing") == len(GOOD)
+    assert {uri: os.stat(uri).st_mtime_ns for uri, _, _ in expected} == mtimes
+
+
+def test_make_thumbnails_passes_undecoded_images_on(small_corpus):
+    record = _records(small_corpus)[0]
+    undecoded = dataclasses.replace(record, data=None)
+    pipeline = make_test_pipeline()
+    outputs = pipeline | beam.Create([undecoded]) | MakeThumbnails(small_corpus)
+    assert_that(outputs[RECORDS] | beam.Map(lambda r: r.results), equal_to([{}]))
+    result = pipeline.run()
+    assert _counter(result, "thumbnail", "skipped_upstream_failed") == 1
+
+
+def test_write_table_partition_replaces_rows_and_prunes(tmp_path):
+    partition = str(tmp_path / "t" / "corpus_version=v1")
+    schema = pa.schema([("key", pa.string())])
+    stale = os.path.join(partition, "part-00007-of-00009.parquet")
+    os.makedirs(partition)
+    open(stale, "wb").write(b"old shard")
+    for _ in range(2):
+        pipeline = make_test_pipeline()
+        rows = pipeline | beam.Create([{"key": str(i)} for i in range(50)])
+        written = rows | WriteTablePartition(partition, schema, lambda row: row["key"], shards=3)
+        assert_that(written | beam.combiners.Count.Globally(), equal_to([3]))
+        pipeline.run()
+        table = ds.dataset(partition).to_table()
+        assert sorted(table.column("key").to_pylist()) == sorted(str(i) for i in range(50))
+    assert not os.path.exists(stale)
+
+
+def test_write_parquet_tables_writes_images_and_errors(small_corpus):
+    records = [r.with_result("thumbnail", None) for r in _decoded(small_corpus)]
+    error = ErrorRecord("v1", "bad/x.jpg", "u", "h", "decode", "EmptyFileError", "empty")
+    pipeline = make_test_pipeline()
+    outputs = {
+        RECORDS: pipeline | "Records" >> beam.Create(records),
+        ERRORS: pipeline | "Errors" >> beam.Create([error]),
+    }
+    outputs | WriteParquetTables(small_corpus, "v1", {"thumbnail": RESULT_TYPE}, len(records))
+    pipeline.run()
+    images = ds.dataset(paths.metadata_dir(small_corpus, schemas.IMAGES)).to_table()
+    assert sorted(images.column("source_path").to_pylist()) == sorted(GOOD)
+    assert images.schema.field("thumbnail").type == RESULT_TYPE
+    errors = ds.dataset(paths.metadata_dir(small_corpus, schemas.ERRORS)).to_table().to_pylist()
+    assert errors == [dataclasses.asdict(error)]

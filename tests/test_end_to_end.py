@@ -1,0 +1,146 @@
+"""`ingest` then `run` on a temp folder, through the CLI and the default local runner."""
+
+import hashlib
+import os
+
+import pyarrow.dataset as ds
+import pytest
+
+from beam_pipeline.cli import main
+from beam_pipeline.run import run
+from beam_pipeline.summary import step_counters
+from tests import image_factory
+from transforms import paths, schemas, tables
+from transforms.sample_corpus import build_sample_corpus
+
+
+def _table(root, table, corpus_version=None):
+    # Every file carries its partition columns, so no partitioning scheme is needed.
+    rows = ds.dataset(paths.metadata_dir(root, table)).to_table().to_pylist()
+    if corpus_version:
+        rows = [row for row in rows if row["corpus_version"] == corpus_version]
+    return rows
+
+
+def _run(root, version="v1", *extra):
+    return run(["--corpus", root, "--version", version, *extra])
+
+
+def _files_under(folder):
+    return {
+        os.path.join(dirpath, name): os.stat(os.path.join(dirpath, name)).st_mtime_ns
+        for dirpath, _, names in os.walk(folder)
+        for name in names
+    }
+
+
+@pytest.fixture(scope="module")
+def sample_drop(tmp_path_factory):
+    drop = str(tmp_path_factory.mktemp("sample") / "drop")
+    build_sample_corpus(drop)
+    return drop
+
+
+def test_sample_corpus_is_deterministic(sample_drop, tmp_path):
+    again = str(tmp_path / "again")
+    written = build_sample_corpus(again)
+    for path in written:
+        relative = os.path.relpath(path, again)
+        with open(path, "rb") as first, open(os.path.join(sample_drop, relative), "rb") as second:
+            assert first.read() == second.read(), relative
+    assert any("people/astronaut" in path for path in written)
+
+
+def test_ingest_and_run_twice_leaves_each_image_once(sample_drop, tmp_path, capsys):
+    root = str(tmp_path / "corpus")
+    assert main(["ingest", sample_drop, "--corpus", root, "--version", "v1"]) == 0
+    image_count = len(
+        tables.read_partition(paths.partition_dir(root, schemas.MANIFEST, corpus_version="v1"))
+    )
+    assert image_count == 16
+
+    assert main(["run", "--corpus", root, "--version", "v1"]) == 0
+    summary = capsys.readouterr().out
+    assert "decode           16 processed, 0 failed" in summary
+    assert f"images table     16 rows in {root}/metadata/images/corpus_version=v1" in summary
+    thumbnails = _files_under(os.path.join(root, "transform"))
+    first_images = _table(root, schemas.IMAGES)
+
+    result = _run(root)
+    counters = step_counters(result)
+    assert counters["thumbnail"]["skipped_existing"] == image_count
+    assert counters["thumbnail"].get("processed", 0) == 0
+    assert _files_under(os.path.join(root, "transform")) == thumbnails
+
+    images = _table(root, schemas.IMAGES)
+    assert sorted(images, key=str) == sorted(first_images, key=str)
+    assert len({row["source_path"] for row in images}) == len(images) == image_count
+    assert _table(root, schemas.ERRORS) == []
+    astronaut = next(row for row in images if row["source_path"].endswith("astronaut.png"))
+    assert astronaut["tags"] == ["people", "astronaut"]
+    assert (astronaut["width"], astronaut["height"], astronaut["format"]) == (512, 512, "PNG")
+    with open(astronaut["uri"], "rb") as handle:
+        assert hashlib.sha256(handle.read()).hexdigest() == astronaut["image_sha256"]
+    assert astronaut["thumbnail"]["uri"] in thumbnails
+    assert len(thumbnails) == image_count
+    sets = _table(root, schemas.IMAGE_SETS)
+    assert sum(row["image_count"] for row in sets) == image_count
+    assert {row["transform_version"] for row in _table(root, schemas.TRANSFORMS)} == {"1"}
+
+
+def test_new_versions_go_next_to_the_old(sample_drop, tmp_path):
+    root = str(tmp_path / "corpus")
+    assert main(["ingest", sample_drop, "--corpus", root, "--version", "v1"]) == 0
+    _run(root, "v1")
+    old_thumbnails = _files_under(os.path.join(root, "transform", "thumbnail", "1"))
+
+    _run(root, "v1", "--thumbnail-version", "small", "--thumbnail-max-side", "64")
+    assert _files_under(os.path.join(root, "transform", "thumbnail", "1")) == old_thumbnails
+    images = _table(root, schemas.IMAGES)
+    assert {row["thumbnail"]["transform_version"] for row in images} == {"small"}
+    assert max(max(r["thumbnail"]["width"], r["thumbnail"]["height"]) for r in images) == 64
+    assert len(_table(root, schemas.TRANSFORMS)) == 2
+
+    assert main(["ingest", sample_drop, "--corpus", root, "--version", "v2"]) == 0
+    _run(root, "v2")
+    assert len(_table(root, schemas.IMAGES, "v1")) == len(_table(root, schemas.IMAGES, "v2")) == 16
+    assert os.path.isdir(
+        os.path.join(root, "transform", "thumbnail", "1", "people", "astronaut", "v2")
+    )
+
+
+def test_awkward_inputs_land_in_images_or_errors(tmp_path):
+    drop, outside = str(tmp_path / "drop"), str(tmp_path / "outside")
+    secret = image_factory.awkward_drop(drop, outside)
+    root = str(tmp_path / "corpus")
+    assert main(["ingest", drop, "--corpus", root, "--version", "v1"]) == 1  # symlinks refused
+
+    result = _run(root)
+    assert result.state == "DONE"
+
+    images = {row["source_path"]: row for row in _table(root, schemas.IMAGES)}
+    assert set(images) == set(image_factory.GOOD_FILES)
+    assert (images["camera/rotated.jpg"]["width"], images["camera/rotated.jpg"]["height"]) == (
+        48,
+        64,
+    )
+    assert images["camera/actually-png.jpg"]["format"] == "PNG"
+    assert images["colour/cmyk.jpg"]["mode"] == "CMYK"
+    assert images["motion/animated.gif"]["frames"] == 3
+    assert images["root-level.png"]["set_path"] == "" and images["root-level.png"]["tags"] == []
+    assert all(row["thumbnail"] is not None for row in images.values())
+
+    errors = {(row["path"], row["step"], row["error_type"]) for row in _table(root, schemas.ERRORS)}
+    expected = {(path, "decode", error) for path, (_, error) in image_factory.BAD_FILES.items()}
+    expected |= {
+        ("bad/outside.jpg", "ingest", "RejectedAtIngestError"),
+        ("outside-folder", "ingest", "RejectedAtIngestError"),
+    }
+    assert errors == expected
+    assert all(row["message"] for row in _table(root, schemas.ERRORS))
+
+    # Nothing outside the drop was copied or hashed.
+    with open(secret, "rb") as handle:
+        secret_hash = hashlib.sha256(handle.read()).hexdigest()
+    assert secret_hash not in {row["image_sha256"] for row in _table(root, schemas.MANIFEST)}
+    assert not any("secret" in path for path in _files_under(root))

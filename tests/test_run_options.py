@@ -1,0 +1,78 @@
+"""Everything that must fail before the pipeline starts, with a useful message."""
+
+import os
+
+import pytest
+from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+from beam_pipeline.cli import main
+from beam_pipeline.run import UsageError, plan_run
+
+
+def _plan(corpus, *extra):
+    return plan_run(["--corpus", corpus, "--version", "v1", *extra])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--steps", "decode,thumbnial"], "unknown step.*thumbnial"),
+        (["--steps", "pipelineoutput,thumbnail"], "must be the last step"),
+        (["--stpes", "decode"], "unrecognised flag.*--stpes"),
+        (["--thumbnail-max-side", "2"], "--thumbnail-max-side must be 8-4096"),
+        (["--max-pixels", "0"], "--max-pixels must be positive"),
+        (["--step-module", "not_a_module"], "cannot import step module"),
+    ],
+)
+def test_bad_run_flags_fail_before_the_pipeline(small_corpus, extra, message):
+    with pytest.raises(UsageError, match=message):
+        _plan(small_corpus, *extra)
+
+
+def test_missing_version_says_to_ingest(tmp_path):
+    with pytest.raises(UsageError, match="not found.*imaginem ingest"):
+        _plan(str(tmp_path))
+
+
+def test_invalid_version_is_refused(small_corpus):
+    with pytest.raises(UsageError, match="invalid corpus version"):
+        plan_run(["--corpus", small_corpus, "--version", "v1/../x"])
+
+
+def test_reusing_a_thumbnail_version_with_new_settings_is_refused(small_corpus):
+    _plan(small_corpus)
+    with pytest.raises(UsageError, match="choose a new --thumbnail-version|Choose a new"):
+        _plan(small_corpus, "--thumbnail-max-side", "128")
+    plan = _plan(small_corpus, "--thumbnail-max-side", "128", "--thumbnail-version", "2")
+    assert plan.step_names == ["decode", "thumbnail", "pipelineoutput"]
+
+
+def test_default_runner_is_local_on_every_core(small_corpus):
+    options = _plan(small_corpus).pipeline_options
+    assert options.view_as(StandardOptions).runner is None
+    direct = options.view_as(DirectOptions)
+    assert direct.direct_running_mode == "multi_processing"
+    assert direct.direct_num_workers == os.cpu_count()
+
+
+def test_explicit_beam_flags_are_kept(small_corpus):
+    options = _plan(
+        small_corpus, "--direct_num_workers", "1", "--direct_running_mode", "in_memory"
+    ).pipeline_options
+    direct = options.view_as(DirectOptions)
+    assert (direct.direct_num_workers, direct.direct_running_mode) == (1, "in_memory")
+    runner = _plan(small_corpus, "--runner", "PortableRunner").pipeline_options
+    assert runner.view_as(StandardOptions).runner == "PortableRunner"
+
+
+def test_cli_run_reports_usage_errors_with_exit_code_2(small_corpus, capsys):
+    code = main(["run", "--corpus", small_corpus, "--version", "v1", "--steps", "nope"])
+    assert code == 2
+    assert "imaginem run: error: unknown step(s): nope" in capsys.readouterr().err
+
+
+def test_run_help_lists_step_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "--thumbnail-version" in out and "--max-pixels" in out
