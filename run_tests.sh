@@ -11,5 +11,5 @@ fi
 "$VENV/bin/python" -m pip install --quiet -r requirements.txt -r requirements-test.txt
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 
-"$VENV/bin/ruff" check beam_pipeline transforms tests bench
+"$VENV/bin/ruff" check beam_pipeline transforms tests
 "$VENV/bin/python" -m pytest -q "$@"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
+import sys
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -113,6 +115,9 @@ def plan_run(argv: list[str] | None) -> RunPlan:
         UsageError: anything that would make the run fail or do the wrong thing.
     """
     pre_args, _ = _pre_parser().parse_known_args(argv)
+    if pre_args.step_module and os.getcwd() not in sys.path:
+        # Like `python -m`: a step module in the working folder is importable.
+        sys.path.insert(0, os.getcwd())
     try:
         registry = load_registry(pre_args.step_module)
     except StepDefinitionError as error:

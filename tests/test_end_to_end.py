@@ -144,3 +144,41 @@ def test_awkward_inputs_land_in_images_or_errors(tmp_path):
         secret_hash = hashlib.sha256(handle.read()).hexdigest()
     assert secret_hash not in {row["image_sha256"] for row in _table(root, schemas.MANIFEST)}
     assert not any("secret" in path for path in _files_under(root))
+
+
+def test_a_step_module_adds_a_column(small_corpus, capsys):
+    code = main(
+        [
+            "run",
+            "--corpus",
+            small_corpus,
+            "--version",
+            "v1",
+            "--step-module",
+            "tests.example_step",
+            "--steps",
+            "grayscale",
+        ]
+    )
+    assert code == 0
+    assert "grayscale        10 processed, 0 failed" in capsys.readouterr().out
+    images = _table(small_corpus, schemas.IMAGES)
+    assert len(images) == len(image_factory.GOOD_FILES)
+    assert all(0 <= row["grayscale"]["mean"] <= 255 for row in images)
+    assert all(row["thumbnail"] is None for row in images)
+
+
+def test_readme_duckdb_queries_work(small_corpus):
+    import duckdb
+
+    _run(small_corpus)
+    metadata = paths.join(small_corpus, paths.METADATA_DIR)
+    counts = duckdb.sql(f"""
+      SELECT set_path, count(*) AS images, avg(width) AS mean_width
+      FROM read_parquet('{metadata}/images/*/*.parquet', hive_partitioning = false)
+      GROUP BY set_path ORDER BY set_path""").fetchall()
+    assert sum(row[1] for row in counts) == len(image_factory.GOOD_FILES)
+    errors = duckdb.sql(f"""
+      SELECT step, error_type, path, message
+      FROM read_parquet('{metadata}/errors/*/*.parquet', hive_partitioning = false)""").fetchall()
+    assert {row[2] for row in errors} == set(image_factory.BAD_FILES)
