@@ -27,5 +27,5 @@ Outputs under $CORPUS/:
   transform/   thumbnails, by transform version
   metadata/    Parquet tables: manifest, image_sets, images, errors, transforms
 Query them, e.g.:
-  $VENV/bin/python -c "import duckdb; print(duckdb.sql(\"SELECT source_path, width, height FROM '$CORPUS/metadata/images/*/*.parquet'\"))"
+  $VENV/bin/python -c "import pyarrow.dataset as ds; print(ds.dataset('$CORPUS/metadata/images').to_table(columns=['source_path', 'width', 'height']).to_pylist())"
 MSG

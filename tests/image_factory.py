@@ -76,6 +76,15 @@ def exif_rotated_jpeg() -> bytes:
     return encode(_gradient(64, 48), "JPEG", exif=exif.tobytes())
 
 
+def heic_bytes() -> bytes:
+    """An iPhone-style HEIC, encoded with pillow-heif's bundled encoder."""
+    import pillow_heif
+
+    buffer = io.BytesIO()
+    pillow_heif.from_pillow(_gradient()).save(buffer, format="HEIF")
+    return buffer.getvalue()
+
+
 def truncated_jpeg() -> bytes:
     data = jpeg_bytes(256, 256)
     return data[: len(data) // 2]
@@ -90,6 +99,7 @@ GOOD_FILES = {
     "camera/rotated.jpg": exif_rotated_jpeg(),
     "camera/actually-png.jpg": png_bytes(),
     "camera/UPPER.JPG": jpeg_bytes(),
+    "camera/iphone.HEIC": heic_bytes(),
     "names/with space é ü.png": png_bytes(),
     "ünïcode set/日本.jpeg": jpeg_bytes(),
     "root-level.png": png_bytes(),

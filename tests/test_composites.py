@@ -44,7 +44,7 @@ def _decoded(root):
     decoded = []
     for record in _records(root):
         if record.entry.source_path in GOOD:
-            image = decode_image(record.data)
+            image = decode_image(record.data, allow_heif=True)
             decoded.append(
                 dataclasses.replace(
                     record,

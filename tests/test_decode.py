@@ -8,6 +8,7 @@ from transforms.decode import (
     TruncatedImageError,
     UnsupportedFormatError,
     decode_image,
+    heif_available,
 )
 
 
@@ -82,3 +83,11 @@ def test_formats_outside_the_allow_list_are_refused():
     ppm = image_factory.encode(image_factory._gradient(), "PPM")
     with pytest.raises(UnsupportedFormatError):
         decode_image(ppm)
+
+
+def test_heic_decodes_only_when_enabled():
+    assert heif_available()
+    decoded = decode_image(image_factory.heic_bytes(), allow_heif=True)
+    assert (decoded.format, decoded.image.size) == ("HEIF", (64, 48))
+    with pytest.raises(UnsupportedFormatError):
+        decode_image(image_factory.heic_bytes())

@@ -127,6 +127,7 @@ def test_awkward_inputs_land_in_images_or_errors(tmp_path):
     assert images["camera/actually-png.jpg"]["format"] == "PNG"
     assert images["colour/cmyk.jpg"]["mode"] == "CMYK"
     assert images["motion/animated.gif"]["frames"] == 3
+    assert images["camera/iphone.HEIC"]["format"] == "HEIF"
     assert images["root-level.png"]["set_path"] == "" and images["root-level.png"]["tags"] == []
     assert all(row["thumbnail"] is not None for row in images.values())
 
@@ -161,7 +162,10 @@ def test_a_step_module_adds_a_column(small_corpus, capsys):
         ]
     )
     assert code == 0
-    assert "grayscale        10 processed, 0 failed" in capsys.readouterr().out
+    assert (
+        f"grayscale        {len(image_factory.GOOD_FILES)} processed, 0 failed"
+        in capsys.readouterr().out
+    )
     images = _table(small_corpus, schemas.IMAGES)
     assert len(images) == len(image_factory.GOOD_FILES)
     assert all(0 <= row["grayscale"]["mean"] <= 255 for row in images)

@@ -1,0 +1,114 @@
+"""The `imaginem` commands: ingest, run, sample-corpus, steps."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from tqdm import tqdm
+
+from beam_pipeline import run as run_command
+from beam_pipeline.summary import summarize
+from transforms import paths
+from transforms.ingest import DEFAULT_MAX_PARALLEL, IngestReport, ingest_drop
+from transforms.sample_corpus import build_sample_corpus
+from transforms.steps.registry import load_registry
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _progress_bar(total: int) -> Callable[[], None]:
+    # disable=None hides the bar when stderr is not a terminal (CI logs).
+    bar = tqdm(total=total, unit="file", desc="ingest", disable=None, file=sys.stderr)
+    return lambda: bar.update(1)
+
+
+def _print_ingest_report(report: IngestReport, root: str) -> None:
+    print(
+        f"Ingested version {report.corpus_version} into {root}: {report.copied} copied "
+        f"({report.bytes_copied:,} bytes), {report.skipped} already there, "
+        f"{len(report.failed)} failed, {report.ignored} ignored (not images or hidden); "
+        f"{report.image_sets} image sets"
+    )
+    if report.failed:
+        print(f"{len(report.failed)} file(s) failed:")
+        for failure in report.failed:
+            print(f"  {failure.source_path}: {failure.reason}")
+
+
+def ingest(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="imaginem ingest",
+        description="Copy a drop folder into the corpus as one version. Each sub-folder is "
+        "an image set whose path components are its tags. Re-running resumes.",
+    )
+    parser.add_argument("drop_dir", help="local folder of images")
+    parser.add_argument("--corpus", required=True, help="corpus root: a folder or a Beam URI")
+    parser.add_argument("--version", required=True, help="corpus version the drop becomes")
+    parser.add_argument(
+        "--max-parallel",
+        type=_positive_int,
+        default=DEFAULT_MAX_PARALLEL,
+        help="files copied at once (default %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        report = ingest_drop(
+            args.drop_dir, args.corpus, args.version, args.max_parallel, _progress_bar
+        )
+    except (NotADirectoryError, paths.UnsafePathError) as error:
+        parser.error(str(error))
+    _print_ingest_report(report, args.corpus)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def run(argv: list[str]) -> int:
+    try:
+        plan = run_command.plan_run(argv)
+    except run_command.UsageError as error:
+        print(f"imaginem run: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    result = run_command.start(plan)
+    context = plan.context
+    print(summarize(result, context.corpus_root, context.corpus_version, plan.step_names))
+    # Bad input images are reported in the errors table; they do not fail the run.
+    return EXIT_OK if result.state == "DONE" else EXIT_FAILED
+
+
+def sample_corpus(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="imaginem sample-corpus",
+        description="Write a sample drop of real photos shipped in PyPI packages plus "
+        "rendered text images.",
+    )
+    parser.add_argument("drop_dir", help="folder to create the drop in")
+    args = parser.parse_args(argv)
+    written = build_sample_corpus(args.drop_dir)
+    print(f"Wrote {len(written)} sample images to {args.drop_dir}")
+    return EXIT_OK
+
+
+def steps(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="imaginem steps", description="List known steps.")
+    parser.add_argument("--step-module", action="append", default=[])
+    args = parser.parse_args(argv)
+    for step in load_registry(args.step_module).values():
+        needs = ", ".join(step.depends_on) or "-"
+        print(f"{step.name:<16} v{step.version:<4} needs {needs:<24} {step.description}")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "ingest": ingest,
+    "run": run,
+    "sample-corpus": sample_corpus,
+    "steps": steps,
+}
