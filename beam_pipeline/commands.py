@@ -14,6 +14,7 @@ from transforms import paths
 from transforms.ingest import DEFAULT_MAX_PARALLEL, IngestReport, ingest_drop
 from transforms.sample_corpus import build_sample_corpus
 from transforms.steps.registry import load_registry
+from transforms.storage import absolute_root
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -60,6 +61,7 @@ def ingest(argv: list[str]) -> int:
         help="files copied at once (default %(default)s)",
     )
     args = parser.parse_args(argv)
+    args.corpus = absolute_root(args.corpus)
     try:
         report = ingest_drop(
             args.drop_dir, args.corpus, args.version, args.max_parallel, _progress_bar

@@ -134,11 +134,12 @@ def plan_run(argv: list[str] | None) -> RunPlan:
         steps = resolve_steps(parse_definition(args.steps), registry)
     except (paths.UnsafePathError, StepDefinitionError) as error:
         raise UsageError(str(error)) from error
+    corpus_root = storage.absolute_root(args.corpus)
     context = StepContext(
-        corpus_root=args.corpus,
+        corpus_root=corpus_root,
         corpus_version=args.version,
         options=args,
-        expected_images=_count_images(args.corpus, args.version),
+        expected_images=_count_images(corpus_root, args.version),
         step_columns={s.name: s.result_type for s in registry.values() if s.result_type},
     )
     try:

@@ -14,12 +14,12 @@ from tests import image_factory
 from tests.conftest import make_test_pipeline
 from transforms import paths, schemas
 from transforms.corpus import ReadCorpus
-from transforms.decode import decode_image
+from transforms.decode import DEFAULT_MAX_PIXELS
 from transforms.ingest import read_manifest
 from transforms.parquet_sink import WriteTablePartition
 from transforms.records import ErrorRecord, ImageRecord
 from transforms.steps import ERRORS, RECORDS
-from transforms.steps.decode import DecodeImages
+from transforms.steps.decode import DecodeImages, decode_record
 from transforms.steps.output import WriteParquetTables
 from transforms.steps.thumbnail import RESULT_TYPE, MakeThumbnails, thumbnail_size
 
@@ -41,21 +41,11 @@ def _records(root):
 
 
 def _decoded(root):
-    decoded = []
-    for record in _records(root):
-        if record.entry.source_path in GOOD:
-            image = decode_image(record.data, allow_heif=True)
-            decoded.append(
-                dataclasses.replace(
-                    record,
-                    data=None,
-                    image=image.image,
-                    width=image.image.width,
-                    height=image.image.height,
-                    format=image.format,
-                )
-            )
-    return decoded
+    return [
+        decode_record(record, DEFAULT_MAX_PIXELS, allow_heif=True)[0]
+        for record in _records(root)
+        if record.entry.source_path in GOOD
+    ]
 
 
 def test_read_corpus_reads_every_file_and_reports_damaged_ones(small_corpus):

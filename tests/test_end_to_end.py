@@ -186,3 +186,12 @@ def test_readme_duckdb_queries_work(small_corpus):
       SELECT step, error_type, path, message
       FROM read_parquet('{metadata}/errors/*/*.parquet', hive_partitioning = false)""").fetchall()
     assert {row[2] for row in errors} == set(image_factory.BAD_FILES)
+
+
+def test_a_moved_corpus_still_runs(small_corpus, tmp_path):
+    moved = str(tmp_path / "moved")
+    os.rename(small_corpus, moved)
+    _run(moved)
+    images = _table(moved, schemas.IMAGES)
+    assert len(images) == len(image_factory.GOOD_FILES)
+    assert all(row["uri"].startswith(moved + "/original/") for row in images)

@@ -37,14 +37,25 @@ def read_original(entry: ManifestEntry) -> bytes:
     return data
 
 
+def locate(entry: ManifestEntry, corpus_root: str) -> ManifestEntry:
+    """The entry with its URI rebuilt under `corpus_root`, so a corpus can be moved."""
+    if entry.rejected_reason:
+        return entry
+    uri = paths.original_uri(corpus_root, entry.set_path, entry.corpus_version, entry.file_name)
+    return dataclasses.replace(entry, uri=uri)
+
+
 class _ReadOriginals(beam.DoFn):
+    def __init__(self, corpus_root: str) -> None:
+        self._corpus_root = corpus_root
+
     def setup(self) -> None:
         self._read = Metrics.counter(READ_STEP, "processed")
         self._failed = Metrics.counter(READ_STEP, "failed")
         self._rejected = Metrics.counter(INGEST_STEP, "failed")
 
     def process(self, row: dict):
-        entry = ManifestEntry(**row)
+        entry = locate(ManifestEntry(**row), self._corpus_root)
         if entry.rejected_reason:
             self._rejected.inc()
             error = RejectedAtIngestError(entry.rejected_reason)
@@ -89,5 +100,6 @@ class ReadCorpus(beam.PTransform):
             | "ReadManifest" >> beam.io.ReadFromParquet(pattern)
             # Spread the reads (and the steps fused after them) over all workers.
             | "Spread" >> beam.Reshuffle()
-            | "ReadOriginals" >> beam.ParDo(_ReadOriginals()).with_outputs(ERRORS, main=RECORDS)
+            | "ReadOriginals"
+            >> beam.ParDo(_ReadOriginals(self.corpus_root)).with_outputs(ERRORS, main=RECORDS)
         )

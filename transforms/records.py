@@ -8,6 +8,8 @@ from typing import Any
 
 from PIL import Image
 
+from transforms import paths
+
 
 class StepName(enum.StrEnum):
     """Built-in step names, as written in a pipeline definition."""
@@ -37,7 +39,7 @@ class ManifestEntry:
 
     @property
     def tags(self) -> list[str]:
-        return self.set_path.split("/") if self.set_path else []
+        return paths.tags_of(self.set_path)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,11 @@ def is_local(uri: str) -> bool:
     return "://" not in uri
 
 
+def absolute_root(root: str) -> str:
+    """A local corpus root as an absolute path, so recorded URIs do not depend on cwd."""
+    return os.path.abspath(root) if is_local(root) else root.rstrip("/")
+
+
 def exists(uri: str) -> bool:
     """Like `FileSystems.exists`, but a missing blob is False on every store.
 
