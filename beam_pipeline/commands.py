@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 from tqdm import tqdm
 
 from beam_pipeline import run as run_command
 from beam_pipeline.summary import summarize
-from transforms import paths
 from transforms.ingest import DEFAULT_MAX_PARALLEL, IngestReport, ingest_drop
 from transforms.sample_corpus import build_sample_corpus
 from transforms.steps.registry import load_registry
 from transforms.storage import absolute_root
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+LOGGER = logging.getLogger("imaginem")
 
 
 def _positive_int(text: str) -> int:
@@ -61,12 +64,14 @@ def ingest(argv: list[str]) -> int:
         help="files copied at once (default %(default)s)",
     )
     args = parser.parse_args(argv)
-    args.corpus = absolute_root(args.corpus)
+    # Beam's filesystems read their credentials from the environment.
+    FileSystems.set_options(PipelineOptions([]))
     try:
+        args.corpus = absolute_root(args.corpus)
         report = ingest_drop(
             args.drop_dir, args.corpus, args.version, args.max_parallel, _progress_bar
         )
-    except (NotADirectoryError, paths.UnsafePathError) as error:
+    except (NotADirectoryError, ValueError) as error:
         parser.error(str(error))
     _print_ingest_report(report, args.corpus)
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -78,7 +83,14 @@ def run(argv: list[str]) -> int:
     except run_command.UsageError as error:
         print(f"imaginem run: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    result = run_command.start(plan)
+    try:
+        result = run_command.start(plan)
+    except Exception as error:  # noqa: BLE001 - report, do not dump a worker traceback
+        LOGGER.exception("pipeline failed")
+        print(
+            f"imaginem run: the pipeline failed: {type(error).__name__}: {error}", file=sys.stderr
+        )
+        return EXIT_FAILED
     context = plan.context
     print(summarize(result, context.corpus_root, context.corpus_version, plan.step_names))
     # Bad input images are reported in the errors table; they do not fail the run.

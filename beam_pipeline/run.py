@@ -15,6 +15,7 @@ import sys
 
 import apache_beam as beam
 import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
@@ -86,11 +87,24 @@ def build_parser(registry: dict[str, Step]) -> argparse.ArgumentParser:
 
 
 def unknown_beam_flags(flags: list[str]) -> list[str]:
-    """Flags that neither imaginem nor any Beam options class understands."""
+    """Arguments that neither imaginem nor any Beam options class understands.
+
+    Raises:
+        UsageError: a Beam flag with a value Beam cannot parse.
+    """
+    strays = [
+        arg
+        for index, arg in enumerate(flags)
+        if not arg.startswith("-")
+        and (index == 0 or not flags[index - 1].startswith("-") or "=" in flags[index - 1])
+    ]
     options = PipelineOptions(flags)
-    known = options.get_all_options(retain_unknown_options=False)
-    everything = options.get_all_options(retain_unknown_options=True)
-    return sorted(f"--{name}" for name in everything if name not in known)
+    try:
+        known = options.get_all_options(retain_unknown_options=False)
+        everything = options.get_all_options(retain_unknown_options=True)
+    except SystemExit as error:  # Beam's own parser exits on a bad value
+        raise UsageError(f"invalid Beam flag value in: {' '.join(flags)}") from error
+    return strays + sorted(f"--{name}" for name in everything if name not in known)
 
 
 def _count_images(corpus_root: str, corpus_version: str) -> int:
@@ -134,7 +148,12 @@ def plan_run(argv: list[str] | None) -> RunPlan:
         steps = resolve_steps(parse_definition(args.steps), registry)
     except (paths.UnsafePathError, StepDefinitionError) as error:
         raise UsageError(str(error)) from error
-    corpus_root = storage.absolute_root(args.corpus)
+    try:
+        corpus_root = storage.absolute_root(args.corpus)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    # Storage helpers run here, before the pipeline: give Beam's filesystems their options.
+    FileSystems.set_options(PipelineOptions(beam_flags))
     context = StepContext(
         corpus_root=corpus_root,
         corpus_version=args.version,

@@ -60,7 +60,10 @@ def png_16bit() -> bytes:
 
 
 def palette_png_with_transparency() -> bytes:
-    image = _gradient().convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    """Palette index 0 (black) is transparent and fills the border; index 1 is red."""
+    image = Image.new("P", (32, 24), 0)
+    image.putpalette([0, 0, 0, 255, 0, 0] + [0, 0, 0] * 254)
+    image.paste(1, (8, 8, 24, 16))
     return encode(image, "PNG", transparency=0)
 
 

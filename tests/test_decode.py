@@ -38,6 +38,15 @@ def test_16bit_png_is_scaled_not_clipped():
 def test_palette_transparency_is_flattened_onto_white():
     decoded = decode_image(image_factory.palette_png_with_transparency())
     assert decoded.mode == "P" and decoded.image.mode == "RGB"
+    assert decoded.image.getpixel((0, 0)) == (255, 255, 255)
+    assert decoded.image.getpixel((16, 12)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_colour_key_transparency_is_flattened_onto_white(mode):
+    image = image_factory.Image.new(mode, (8, 8), 0)
+    data = image_factory.encode(image, "PNG", transparency=0 if mode == "L" else (0, 0, 0))
+    assert decode_image(data).image.getpixel((3, 3)) == (255, 255, 255)
 
 
 def test_animated_gif_gives_first_frame():

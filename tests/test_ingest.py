@@ -4,7 +4,7 @@ import pytest
 
 from beam_pipeline.cli import main
 from tests import image_factory
-from transforms import paths, schemas, tables
+from transforms import paths, schemas, storage, tables
 from transforms.ingest import ingest_drop, read_manifest, scan_drop
 
 FILES = {
@@ -41,7 +41,40 @@ def test_symlink_outside_is_rejected_and_inside_followed(tmp_path, drop):
         "leak.jpg": "symlink points outside the drop",
         "leakdir": "symlink points outside the drop",
     }
-    assert "alias.jpg" in {f.source_path for f in scan.files}
+    found = sorted(f.source_path for f in scan.files)
+    # The loop back to the drop is walked once, not forever and not twice.
+    assert found == sorted([*FILES, "alias.jpg"])
+
+
+def test_a_symlinked_folder_never_takes_a_real_folders_set_path(drop):
+    os.symlink(os.path.join(drop, "red"), os.path.join(drop, "a-link"))
+    scan = scan_drop(drop)
+    assert "red/angry/robin/a.jpg" in {f.source_path for f in scan.files}
+    assert not any(f.source_path.startswith("a-link") for f in scan.files)
+
+
+def test_images_in_a_refused_folder_are_each_rejected(drop):
+    image_factory.write_files(drop, {"bad\x07name/inner/x.jpg": b"1", "bad\x07name/y.png": b"2"})
+    scan = scan_drop(drop)
+    rejected = {r.source_path: r.reason for r in scan.rejected}
+    assert set(rejected) == {"bad\\x07name/inner/x.jpg", "bad\\x07name/y.png"}
+    assert all("control character U+0007" in reason for reason in rejected.values())
+
+
+def test_an_unreadable_folder_is_reported_not_fatal(drop, monkeypatch):
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if path.endswith("angry"):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    scan = scan_drop(drop)
+    assert [(r.source_path, r.reason) for r in scan.rejected] == [
+        ("red/angry", "cannot list folder: Permission denied")
+    ]
+    assert [f.source_path for f in scan.files] == ["top.jpeg"]
 
 
 def test_ingest_copies_into_the_layout_and_records_hashes(tmp_path, drop):
@@ -94,6 +127,28 @@ def test_changed_file_is_never_overwritten_in_the_same_version(tmp_path, drop):
     assert len(read_manifest(root, "v1")) == 3
 
 
+def test_concurrent_writers_never_overwrite_each_other(tmp_path, drop):
+    root = str(tmp_path / "corpus")
+    ingest_drop(drop, root, "v1")
+    target = f"{root}/original/v1/top.jpeg"
+    with pytest.raises(FileExistsError):
+        storage.write_bytes_atomically(target, b"other bytes", overwrite=False)
+    assert open(target, "rb").read() == FILES["top.jpeg"]
+    assert [n for n in os.listdir(os.path.dirname(target)) if n.startswith(".")] == []
+
+
+def test_a_failed_copy_leaves_no_file(tmp_path, drop):
+    target = str(tmp_path / "out" / "x.jpg")
+
+    def explode(handle):
+        handle.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        storage.write_atomically(target, explode)
+    assert os.listdir(tmp_path / "out") == []
+
+
 def test_new_version_goes_next_to_the_old(tmp_path, drop):
     root = str(tmp_path / "corpus")
     ingest_drop(drop, root, "v1")
@@ -119,6 +174,7 @@ def test_cli_lists_failures_and_exits_non_zero(tmp_path, drop, capsys):
     [
         (["--version", "../v1"], "invalid corpus version"),
         (["--max-parallel", "0"], "must be at least 1"),
+        (["--corpus", "/tmp/corpus[1]"], "wildcards"),
     ],
 )
 def test_cli_rejects_bad_flags(tmp_path, drop, capsys, argv, message):

@@ -58,12 +58,12 @@ def test_overlong_component_is_refused():
         paths.check_component("é" * 200)
 
 
-@pytest.mark.parametrize("version", ["v1", "2024-06-01", "drop_7.b"])
+@pytest.mark.parametrize("version", ["v1", "2024-06-01", "drop_7b"])
 def test_good_versions(version):
     assert paths.check_version(version) == version
 
 
-@pytest.mark.parametrize("version", ["", "../v1", "v 1", "-v1", "v/1", "x" * 65])
+@pytest.mark.parametrize("version", ["", "../v1", "v 1", "-v1", "v/1", "v1.2", "a.jpg", "x" * 65])
 def test_bad_versions_say_what_is_allowed(version):
     with pytest.raises(UnsafePathError, match="letters, digits"):
         paths.check_version(version)

@@ -20,7 +20,10 @@ def _plan(corpus, *extra):
         (["--steps", "pipelineoutput,thumbnail"], "must be the last step"),
         (["--stpes", "decode"], "unrecognised flag.*--stpes"),
         (["--thumbnail-max-side", "2"], "--thumbnail-max-side must be 8-4096"),
-        (["--max-pixels", "0"], "--max-pixels must be positive"),
+        (["--max-pixels", "0"], "--max-pixels must be between 1 and"),
+        (["--max-pixels", "500000000"], "--max-pixels must be between 1 and"),
+        (["stray", "--runner", "PortableRunner"], "unrecognised flag.*stray"),
+        (["--direct_num_workers=x"], "invalid Beam flag value"),
         (["--step-module", "not_a_module"], "cannot import step module"),
     ],
 )

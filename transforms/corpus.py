@@ -8,7 +8,8 @@ import hashlib
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import paths, schemas, storage, tables
+from transforms import paths, storage, tables
+from transforms.ingest import manifest_partition
 from transforms.records import INGEST_STEP, READ_STEP, ErrorRecord, ImageRecord, ManifestEntry
 from transforms.steps.base import ERRORS, RECORDS
 
@@ -19,10 +20,6 @@ class IntegrityError(RuntimeError):
 
 class RejectedAtIngestError(RuntimeError):
     """Ingest refused the file; the manifest keeps the reason."""
-
-
-def manifest_partition(corpus_root: str, corpus_version: str) -> str:
-    return paths.partition_dir(corpus_root, schemas.MANIFEST, corpus_version=corpus_version)
 
 
 def manifest_shards(corpus_root: str, corpus_version: str) -> list[str]:

@@ -9,7 +9,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-DEFAULT_MAX_PIXELS = 150_000_000
+DEFAULT_MAX_PIXELS = 100_000_000
+# Pillow refuses anything above twice its MAX_IMAGE_PIXELS before we can look.
+HARD_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 
 # Only these decoders ever see the bytes: fewer parsers, less attack surface.
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG also opens MPO
@@ -111,8 +113,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Normalises any Pillow mode to 8-bit RGB; transparency is flattened onto white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         image = _scale_to_8bit(image)
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if "transparency" in image.info and image.mode in ("P", "L", "RGB"):
+        # Palette and colour-key (tRNS) transparency: flatten like an alpha channel.
+        image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -124,7 +127,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def _scale_to_8bit(image: Image.Image) -> Image.Image:
     """Maps high-bit-depth greyscale to 0-255 by its real range, not by clipping."""
-    array = np.asarray(image, dtype=np.float64)
+    array = np.asarray(image, dtype=np.float32)
     if image.mode.startswith("I;16"):
         low, high = 0.0, 65535.0
     else:

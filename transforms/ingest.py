@@ -18,7 +18,7 @@ from transforms import paths, schemas, storage, tables
 from transforms.records import ManifestEntry
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
+    {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 )
 DEFAULT_MAX_PARALLEL = 8
 _CHUNK_BYTES = 1 << 20
@@ -32,7 +32,6 @@ class DropFile:
     disk_path: str  # what to open (a symlink inside the drop is already resolved)
     set_path: str
     file_name: str
-    follow_symlink: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,19 +67,33 @@ def is_image_name(name: str) -> bool:
 
 
 def _display(path: str) -> str:
-    """A printable form of a path that may hold undecodable bytes."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A printable form of a path that may hold undecodable bytes or control characters."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
 
 
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def _name_problem(name: str, what: str) -> str | None:
+    try:
+        paths.check_component(name)
+    except paths.UnsafePathError as error:
+        return f"{what} name: {error}"
+    return None
+
+
 def scan_drop(drop_dir: str) -> DropScan:
-    """Finds the images of a drop; hidden files and non-images are ignored.
+    """Finds the images of a drop; hidden files and folders and non-images are ignored.
 
     Symlinks are followed only while they resolve inside the drop; one that leads
-    outside is rejected without its target ever being opened.
+    outside is rejected without its target ever being opened. Real folders are walked
+    before symlinks, so a link never takes over a real folder's set path. Images in a
+    folder whose name is refused are each rejected, never dropped unnamed.
     """
     drop_real = os.path.realpath(drop_dir)
     if not os.path.isdir(drop_real):
@@ -88,55 +101,46 @@ def scan_drop(drop_dir: str) -> DropScan:
     scan = DropScan()
     visited = {drop_real}
 
-    def walk(disk_dir: str, relative: tuple[str, ...]) -> None:
-        with os.scandir(disk_dir) as entries:
-            for entry in sorted(entries, key=lambda item: item.name):
-                if entry.name.startswith("."):
-                    scan.ignored += 1
-                    continue
-                source_path = "/".join(relative + (entry.name,))
-                target = entry.path
-                is_link = entry.is_symlink()
-                if is_link:
-                    target = os.path.realpath(entry.path)
-                    if not _inside(target, drop_real):
-                        scan.rejected.append(
-                            Rejected(_display(source_path), "symlink points outside the drop")
-                        )
-                        continue
-                if os.path.isdir(target):
-                    if target in visited:
-                        continue
-                    visited.add(target)
-                    try:
-                        paths.check_component(entry.name)
-                    except paths.UnsafePathError as error:
-                        scan.rejected.append(
-                            Rejected(_display(source_path), f"folder name: {error}")
-                        )
-                        continue
-                    walk(target, relative + (entry.name,))
-                elif not is_image_name(entry.name):
-                    scan.ignored += 1
-                elif not os.path.isfile(target):
-                    scan.rejected.append(Rejected(_display(source_path), "not a regular file"))
-                else:
-                    try:
-                        paths.check_component(entry.name)
-                    except paths.UnsafePathError as error:
-                        scan.rejected.append(Rejected(_display(source_path), f"file name: {error}"))
-                        continue
-                    scan.files.append(
-                        DropFile(source_path, target, "/".join(relative), entry.name, is_link)
-                    )
+    def reject(source_path: str, reason: str) -> None:
+        scan.rejected.append(Rejected(_display(source_path), reason))
 
-    walk(drop_real, ())
+    def walk(disk_dir: str, relative: tuple[str, ...], refused: str | None) -> None:
+        try:
+            with os.scandir(disk_dir) as listing:
+                entries = sorted(listing, key=lambda item: (item.is_symlink(), item.name))
+        except OSError as error:
+            reject("/".join(relative) or ".", f"cannot list folder: {error.strerror or error}")
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                scan.ignored += 1
+                continue
+            source_path = "/".join(relative + (entry.name,))
+            target = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
+            if not _inside(target, drop_real):
+                reject(source_path, "symlink points outside the drop")
+            elif os.path.isdir(target):
+                if target not in visited:
+                    visited.add(target)
+                    reason = refused or _name_problem(entry.name, "folder")
+                    walk(target, relative + (entry.name,), reason)
+            elif not is_image_name(entry.name):
+                scan.ignored += 1
+            elif not os.path.isfile(target):
+                reject(source_path, "not a regular file")
+            elif reason := refused or _name_problem(entry.name, "file"):
+                reject(source_path, reason)
+            else:
+                scan.files.append(DropFile(source_path, target, "/".join(relative), entry.name))
+
+    walk(drop_real, (), None)
     return scan
 
 
 def _open_source(drop_file: DropFile):
-    # O_NOFOLLOW: a file swapped for a symlink after the scan is refused, not followed.
-    flags = os.O_RDONLY | (0 if drop_file.follow_symlink else getattr(os, "O_NOFOLLOW", 0))
+    # O_NOFOLLOW: a file swapped for a symlink after the scan is refused, not followed
+    # (a symlink inside the drop was already resolved to its target by the scan).
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
     return os.fdopen(os.open(drop_file.disk_path, flags), "rb")
 
 
@@ -193,12 +197,7 @@ def copy_one(
         bytes=size,
     )
     if storage.exists(uri):
-        existing = known.get(uri) or sha256_of_uri(uri)
-        if existing != sha256:
-            raise ContentConflictError(
-                f"{uri} already holds different content in version {corpus_version}; "
-                "ingest the changed drop as a new version"
-            )
+        _check_same_content(uri, sha256, corpus_version, known.get(uri))
         return entry, False
 
     def write(handle) -> None:
@@ -210,8 +209,22 @@ def copy_one(
         if digest.hexdigest() != sha256:
             raise ChangedDuringIngestError("file changed while it was being ingested")
 
-    storage.write_atomically(uri, write)
+    try:
+        storage.write_atomically(uri, write, overwrite=False)
+    except FileExistsError:
+        # Another writer got there first (a concurrent ingest, or a name that a
+        # case-insensitive store folds onto this one).
+        _check_same_content(uri, sha256, corpus_version, None)
+        return entry, False
     return entry, True
+
+
+def _check_same_content(uri: str, sha256: str, corpus_version: str, known: str | None) -> None:
+    if (known or sha256_of_uri(uri)) != sha256:
+        raise ContentConflictError(
+            f"{uri} already holds different content in version {corpus_version}; "
+            "ingest the changed drop as a new version"
+        )
 
 
 def _rejected_entry(rejected: Rejected, corpus_version: str) -> ManifestEntry:
@@ -228,9 +241,15 @@ def _rejected_entry(rejected: Rejected, corpus_version: str) -> ManifestEntry:
     )
 
 
+def manifest_partition(root: str, corpus_version: str) -> str:
+    return paths.partition_dir(root, schemas.MANIFEST, corpus_version=corpus_version)
+
+
 def read_manifest(root: str, corpus_version: str) -> list[ManifestEntry]:
-    partition = paths.partition_dir(root, schemas.MANIFEST, corpus_version=corpus_version)
-    return [ManifestEntry(**row) for row in tables.read_partition(partition)]
+    return [
+        ManifestEntry(**row)
+        for row in tables.read_partition(manifest_partition(root, corpus_version))
+    ]
 
 
 def image_set_rows(root: str, entries: list[ManifestEntry]) -> list[dict]:
@@ -282,7 +301,8 @@ def ingest_drop(
         path: entry for path, entry in previous.items() if not entry.rejected_reason
     }
     tick = progress(len(scan.files)) if progress else (lambda: None)
-    with ThreadPoolExecutor(max_workers=max_parallel) as pool:
+    pool = ThreadPoolExecutor(max_workers=max_parallel)
+    try:
         futures = {
             pool.submit(copy_one, drop_file, root, corpus_version, known): drop_file
             for drop_file in scan.files
@@ -301,12 +321,17 @@ def ingest_drop(
             report.copied += copied
             report.skipped += not copied
             report.bytes_copied += entry.bytes if copied else 0
+    except BaseException:
+        # Ctrl-C: drop the queued copies instead of waiting for all of them.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     for rejected in report.failed:
         if rejected.source_path not in entries:
             entries[rejected.source_path] = _rejected_entry(rejected, corpus_version)
     manifest = sorted(entries.values(), key=lambda entry: entry.source_path)
     tables.replace_partition(
-        paths.partition_dir(root, schemas.MANIFEST, corpus_version=corpus_version),
+        manifest_partition(root, corpus_version),
         (schemas.manifest_row(entry) for entry in manifest),
         schemas.MANIFEST_SCHEMA,
     )

@@ -22,8 +22,9 @@ TRANSFORM_DIR = "transform"
 METADATA_DIR = "metadata"
 
 # Versions name folders and table partitions, so they are kept to a short, portable
-# alphabet; anything else is almost always a typo or a shell-quoting accident.
-_VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# alphabet. No "." either: ingested file names always have an extension, so a version
+# folder can never be mistaken for (or block) a file of the root set.
+_VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # Blob stores treat a backslash as a separator, so it is refused like "/".
 _FORBIDDEN_IN_COMPONENT = ("/", "\\")
 _MAX_COMPONENT_BYTES = 255
@@ -69,7 +70,7 @@ def check_version(version: str, what: str = "corpus version") -> str:
     """Returns `version` if it is a valid corpus or transform version, else raises."""
     if not isinstance(version, str) or not _VERSION_PATTERN.fullmatch(version):
         raise UnsafePathError(
-            f"invalid {what} {version!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            f"invalid {what} {version!r}: use 1-64 letters, digits, '_' or '-', "
             "starting with a letter or digit (e.g. v1, 2024-06-drop)"
         )
     return version
@@ -112,8 +113,13 @@ def original_uri(root: str, set_path: str, corpus_version: str, file_name: str) 
 
 
 def set_prefix(root: str, set_path: str, corpus_version: str) -> str:
-    """The folder holding one ImageSet's originals for one corpus version."""
-    return join(root, ORIGINAL_DIR, *split_relative(set_path), check_version(corpus_version))
+    """The folder (ending in "/") holding one ImageSet's originals for one version.
+
+    Its files are the objects directly under it; deeper objects belong to other sets
+    (the root set's prefix `original/v1/` also holds set `v1`'s version folders).
+    """
+    folder = join(root, ORIGINAL_DIR, *split_relative(set_path), check_version(corpus_version))
+    return folder + "/"
 
 
 def transform_uri(

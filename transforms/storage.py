@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from collections.abc import Callable, Iterable
@@ -16,20 +17,52 @@ def is_local(uri: str) -> bool:
     return "://" not in uri
 
 
+_GLOB_CHARACTERS = frozenset("*?[]{}")
+
+
 def absolute_root(root: str) -> str:
-    """A local corpus root as an absolute path, so recorded URIs do not depend on cwd."""
+    """A checked corpus root; a local one made absolute so URIs do not depend on cwd.
+
+    Raises:
+        ValueError: the root holds glob characters, which Beam's matching cannot escape.
+    """
+    if found := sorted(_GLOB_CHARACTERS.intersection(root)):
+        raise ValueError(
+            f"corpus root {root!r} contains {' '.join(found)}; Beam reads those as "
+            "wildcards: choose a root without them"
+        )
     return os.path.abspath(root) if is_local(root) else root.rstrip("/")
+
+
+def _is_not_found(error: BaseException) -> bool:
+    """True only for "no such file/blob"; auth, network or 5xx errors are not that."""
+    causes = [error]
+    details = getattr(error, "exception_details", None)
+    if isinstance(details, dict):
+        causes.extend(cause for cause in details.values() if isinstance(cause, BaseException))
+    for cause in causes:
+        if isinstance(cause, FileNotFoundError):
+            return True
+        if 404 in (getattr(cause, "status_code", None), getattr(cause, "code", None)):
+            return True
+        if any(marker in str(cause) for marker in ("BlobNotFound", "ResourceNotFound", "404")):
+            return True
+    return False
 
 
 def exists(uri: str) -> bool:
     """Like `FileSystems.exists`, but a missing blob is False on every store.
 
-    Beam's Azure filesystem raises `BeamIOError` (404) for a missing blob.
+    Beam's Azure filesystem raises `BeamIOError` (404) for a missing blob; any other
+    failure is raised, so a network error is never mistaken for "not there" (which
+    would let an existing output be overwritten).
     """
     try:
         return FileSystems.exists(uri)
-    except BeamIOError:
-        return False
+    except BeamIOError as error:
+        if _is_not_found(error):
+            return False
+        raise
 
 
 def open_for_read(uri: str) -> BinaryIO:
@@ -42,16 +75,25 @@ def read_bytes(uri: str) -> bytes:
         return handle.read()
 
 
-def write_atomically(uri: str, write: Callable[[BinaryIO], None]) -> None:
+def write_atomically(uri: str, write: Callable[[BinaryIO], None], overwrite: bool = True) -> None:
     """Writes a file so readers never see it half-written.
 
-    Blob stores commit an object when its upload closes. A local file is written
-    under a hidden temporary name in the same folder and renamed into place, so an
-    interrupted write leaves no partial file under the final name.
+    A local file is written under a hidden temporary name in the same folder, then
+    moved into place. For other stores the bytes are produced in memory first, so a
+    failure while producing them uploads nothing.
+
+    Args:
+        overwrite: if False, an existing file is kept and `FileExistsError` raised;
+            locally this is atomic (a hard link), so concurrent writers cannot clobber
+            each other.
     """
     if not is_local(uri):
+        buffer = io.BytesIO()
+        write(buffer)
+        if not overwrite and exists(uri):
+            raise FileExistsError(uri)
         with FileSystems.create(uri, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            write(handle)
+            handle.write(buffer.getvalue())
         return
     folder, name = os.path.split(uri)
     os.makedirs(folder or ".", exist_ok=True)
@@ -59,14 +101,17 @@ def write_atomically(uri: str, write: Callable[[BinaryIO], None]) -> None:
     try:
         with open(temporary, "wb") as handle:
             write(handle)
-        os.replace(temporary, uri)
+        if overwrite:
+            os.replace(temporary, uri)
+        else:
+            os.link(temporary, uri)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
 
 
-def write_bytes_atomically(uri: str, data: bytes) -> None:
-    write_atomically(uri, lambda handle: handle.write(data))
+def write_bytes_atomically(uri: str, data: bytes, overwrite: bool = True) -> None:
+    write_atomically(uri, lambda handle: handle.write(data), overwrite)
 
 
 def list_files(folder: str, pattern: str = "*") -> list[str]:
@@ -74,8 +119,10 @@ def list_files(folder: str, pattern: str = "*") -> list[str]:
     glob = folder.rstrip("/") + "/" + pattern
     try:
         matched = FileSystems.match([glob])[0].metadata_list
-    except BeamIOError:
-        return []
+    except BeamIOError as error:
+        if _is_not_found(error):
+            return []
+        raise
     return sorted(metadata.path for metadata in matched)
 
 

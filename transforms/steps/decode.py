@@ -7,7 +7,7 @@ import dataclasses
 
 import apache_beam as beam
 
-from transforms.decode import DEFAULT_MAX_PIXELS, decode_image, heif_available
+from transforms.decode import DEFAULT_MAX_PIXELS, HARD_MAX_PIXELS, decode_image, heif_available
 from transforms.records import ImageRecord, StepName
 from transforms.steps.base import ApplyToEachImage, Outcome, Step
 
@@ -62,8 +62,10 @@ class DecodeImages(beam.PTransform):
 
     def __post_init__(self) -> None:
         super().__init__()
-        if self.max_pixels < 1:
-            raise ValueError(f"--max-pixels must be positive, got {self.max_pixels}")
+        if not 1 <= self.max_pixels <= HARD_MAX_PIXELS:
+            raise ValueError(
+                f"--max-pixels must be between 1 and {HARD_MAX_PIXELS:,}, got {self.max_pixels}"
+            )
 
     def expand(self, records):
         return records | ApplyToEachImage(
