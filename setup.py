@@ -14,11 +14,11 @@ setup(
         "pillow>=11,<13",
         "numpy>=1.26",
         "tqdm>=4.66",
-        "scikit-image>=0.24",
-        "scikit-learn>=1.5",
         "pillow-heif>=0.20",
     ],
     extras_require={
+        # Only `imaginem sample-corpus` needs them: their wheels carry the sample photos.
+        "sample": ["scikit-image>=0.24", "scikit-learn>=1.5"],
         "test": ["pytest>=8", "duckdb>=1.1", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["imaginem=beam_pipeline.cli:main"]},

@@ -103,6 +103,7 @@ GOOD_FILES = {
     "camera/actually-png.jpg": png_bytes(),
     "camera/UPPER.JPG": jpeg_bytes(),
     "camera/iphone.HEIC": heic_bytes(),
+    "camera/modern.avif": encode(_gradient(), "AVIF"),
     "names/with space é ü.png": png_bytes(),
     "ünïcode set/日本.jpeg": jpeg_bytes(),
     "root-level.png": png_bytes(),

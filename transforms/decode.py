@@ -14,8 +14,9 @@ DEFAULT_MAX_PIXELS = 100_000_000
 HARD_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 
 # Only these decoders ever see the bytes: fewer parsers, less attack surface.
-ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG also opens MPO
-HEIF_FORMATS = ("HEIF", "AVIF")
+# JPEG also opens MPO; AVIF is Pillow's own plugin.
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
+HEIF_FORMATS = ("HEIF",)
 
 
 class DecodeError(ValueError):
@@ -47,7 +48,7 @@ class DecodedImage:
 
 
 def heif_available() -> bool:
-    """Registers the HEIF/AVIF opener if `pillow-heif` is installed."""
+    """Registers the HEIF (HEIC) opener if `pillow-heif` is installed."""
     try:
         import pillow_heif
     except ImportError:
@@ -65,7 +66,7 @@ def decode_image(
         data: the file's bytes, untrusted.
         max_pixels: refuse images with more pixels than this (checked from the
             header, before any pixel is decoded).
-        allow_heif: also accept HEIF/AVIF (needs `heif_available()` first).
+        allow_heif: also accept HEIF/HEIC (needs `heif_available()` first).
 
     Returns:
         The first frame as 8-bit RGB with EXIF orientation applied.

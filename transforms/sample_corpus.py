@@ -89,7 +89,13 @@ def build_sample_corpus(drop_dir: str) -> list[str]:
     """Writes the sample drop into `drop_dir`; returns the image paths written."""
     written = []
     for package, file_name, target in PACKAGED_PHOTOS:
-        data = resources.files(package).joinpath(file_name).read_bytes()
+        try:
+            data = resources.files(package).joinpath(file_name).read_bytes()
+        except ModuleNotFoundError as error:
+            raise ModuleNotFoundError(
+                f"{error.name} is needed for the sample photos: "
+                "pip install 'imaginem-beam[sample]'"
+            ) from error
         written.append(_write(drop_dir, target, data))
     truth = {}
     for file_name, image in rendered_variants().items():
