@@ -93,8 +93,7 @@ def build_sample_corpus(drop_dir: str) -> list[str]:
             data = resources.files(package).joinpath(file_name).read_bytes()
         except ModuleNotFoundError as error:
             raise ModuleNotFoundError(
-                f"{error.name} is needed for the sample photos: "
-                "pip install 'imaginem-beam[sample]'"
+                f"{error.name} is needed for the sample photos: pip install 'imaginem-beam[sample]'"
             ) from error
         written.append(_write(drop_dir, target, data))
     truth = {}
