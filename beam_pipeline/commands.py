@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ from tqdm import tqdm
 
 from beam_pipeline import run as run_command
 from beam_pipeline.summary import summarize
+from transforms import paths
 from transforms.ingest import DEFAULT_MAX_PARALLEL, IngestReport, ingest_drop
 from transforms.sample_corpus import build_sample_corpus
 from transforms.steps.registry import load_registry
@@ -68,11 +70,12 @@ def ingest(argv: list[str]) -> int:
     FileSystems.set_options(PipelineOptions([]))
     try:
         args.corpus = absolute_root(args.corpus)
-        report = ingest_drop(
-            args.drop_dir, args.corpus, args.version, args.max_parallel, _progress_bar
-        )
-    except (NotADirectoryError, ValueError) as error:
+        paths.check_version(args.version)
+    except ValueError as error:
         parser.error(str(error))
+    if not os.path.isdir(args.drop_dir):
+        parser.error(f"drop folder {args.drop_dir!r} does not exist or is not a folder")
+    report = ingest_drop(args.drop_dir, args.corpus, args.version, args.max_parallel, _progress_bar)
     _print_ingest_report(report, args.corpus)
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -85,7 +88,7 @@ def run(argv: list[str]) -> int:
         return EXIT_USAGE
     try:
         result = run_command.start(plan)
-    except Exception as error:  # noqa: BLE001 - report, do not dump a worker traceback
+    except Exception as error:  # noqa: BLE001 - end on a one-line reason after the traceback
         LOGGER.exception("pipeline failed")
         print(
             f"imaginem run: the pipeline failed: {type(error).__name__}: {error}", file=sys.stderr
