@@ -160,6 +160,7 @@ def plan_run(argv: list[str] | None) -> RunPlan:
         options=args,
         expected_images=_count_images(corpus_root, args.version),
         step_columns={s.name: s.result_type for s in registry.values() if s.result_type},
+        planned_steps=tuple(step.name for step in steps),
     )
     try:
         transforms = [step.build(context) for step in steps]
@@ -197,15 +198,19 @@ def build_graph(pipeline: beam.Pipeline, plan: RunPlan):
     """
     context = plan.context
     corpus = pipeline | "ReadCorpus" >> ReadCorpus(context.corpus_root, context.corpus_version)
-    records, errors = corpus[RECORDS], [corpus[ERRORS]]
+    records, errors, extras = corpus[RECORDS], [corpus[ERRORS]], {}
     *steps, terminal = zip(_labels(plan.transforms, plan.steps), plan.transforms, strict=False)
     for label, transform in steps:
         outputs = records | label >> transform
         records = outputs[RECORDS]
         errors.append(outputs[ERRORS])
+        if isinstance(outputs, dict):
+            # Anything else a step emits (e.g. face clusters) goes to the terminal step.
+            extras.update({tag: out for tag, out in outputs.items() if tag not in (RECORDS, ERRORS)})
     all_errors = errors | "CollectErrors" >> beam.Flatten()
     terminal_label, terminal_transform = terminal
-    return {RECORDS: records, ERRORS: all_errors} | terminal_label >> terminal_transform
+    terminal_input = {**extras, RECORDS: records, ERRORS: all_errors}
+    return terminal_input | terminal_label >> terminal_transform
 
 
 def start(plan: RunPlan) -> PipelineResult:

@@ -16,6 +16,12 @@ class StepName(enum.StrEnum):
 
     DECODE = "decode"
     THUMBNAIL = "thumbnail"
+    GENERAL_CLASSIFICATION = "generalclassification"
+    OCR = "ocr"
+    FACE_DETECTION = "facedetection"
+    FACE_CROP = "facecrop"
+    FACE_PRINT = "faceprint"
+    FACE_MATCH = "facematch"
     PIPELINE_OUTPUT = "pipelineoutput"
 
 
@@ -48,7 +54,8 @@ class ImageRecord:
 
     `data` holds the original file bytes until decode; `image` holds the decoded,
     EXIF-oriented RGB pixels for the steps that need them. Neither is written to a
-    table. Each step adds its result under its own name in `results`.
+    table. Each step adds its result under its own name in `results`, and may leave
+    data for later steps (never written) under its name in `artifacts`.
     """
 
     entry: ManifestEntry
@@ -60,9 +67,13 @@ class ImageRecord:
     mode: str | None = None
     frames: int | None = None
     results: dict[str, Any] = dataclasses.field(default_factory=dict)
+    artifacts: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def with_result(self, step: str, result: Any) -> ImageRecord:
-        return dataclasses.replace(self, results={**self.results, step: result})
+    def with_result(self, step: str, result: Any, artifact: Any = None) -> ImageRecord:
+        artifacts = self.artifacts if artifact is None else {**self.artifacts, step: artifact}
+        return dataclasses.replace(
+            self, results={**self.results, step: result}, artifacts=artifacts
+        )
 
 
 @dataclasses.dataclass(frozen=True)

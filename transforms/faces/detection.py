@@ -1,0 +1,113 @@
+"""The `facedetection` step: every face's box, keypoints and score."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+
+from transforms.faces import blazeface
+from transforms.inference import RunModelOnImages
+from transforms.records import ImageRecord, StepName
+
+STEP_VERSION = "1"
+
+POINT = pa.struct([("x", pa.float32()), ("y", pa.float32())])
+BOX = pa.struct(
+    [("left", pa.float32()), ("top", pa.float32()), ("right", pa.float32()), ("bottom", pa.float32())]
+)
+KEYPOINT = pa.struct([("name", pa.string()), ("x", pa.float32()), ("y", pa.float32())])
+FACE = pa.struct(
+    [
+        ("face_index", pa.int32()),
+        ("face_id", pa.string()),
+        ("box", BOX),
+        ("keypoints", pa.list_(KEYPOINT)),
+        ("score", pa.float32()),
+    ]
+)
+RESULT_TYPE = pa.struct(
+    [("step_version", pa.string()), ("model", pa.string()), ("faces", pa.list_(FACE))]
+)
+
+
+def face_id(image_sha256: str, face_index: int) -> str:
+    """A face's identity: a pure function of the image and the detector's version."""
+    key = f"{image_sha256}/{blazeface.MODEL_ID}/{STEP_VERSION}/{face_index}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def face_entries(image_sha256: str, detections: list[blazeface.Detection]) -> list[dict[str, Any]]:
+    left_to_right = sorted(detections, key=lambda d: (d.box[0], d.box[1]))
+    return [
+        {
+            "face_index": index,
+            "face_id": face_id(image_sha256, index),
+            "box": dict(zip(("left", "top", "right", "bottom"), detection.box, strict=True)),
+            "keypoints": [
+                {"name": name, "x": x, "y": y}
+                for name, (x, y) in zip(blazeface.KEYPOINTS, detection.keypoints, strict=True)
+            ],
+            "score": detection.score,
+        }
+        for index, detection in enumerate(left_to_right)
+    ]
+
+
+def keypoint(face: dict[str, Any], name: str) -> tuple[float, float]:
+    point = next(p for p in face["keypoints"] if p["name"] == name)
+    return point["x"], point["y"]
+
+
+def _prepare(record: ImageRecord, min_face_fraction: float) -> blazeface.FaceSearch:
+    return blazeface.face_search(record.image, min_face_fraction)
+
+
+def _attach(record: ImageRecord, detections: list[blazeface.Detection]) -> ImageRecord:
+    result = {
+        "step_version": STEP_VERSION,
+        "model": blazeface.MODEL_ID,
+        "faces": face_entries(record.entry.image_sha256, detections),
+    }
+    return record.with_result(StepName.FACE_DETECTION, result)
+
+
+@dataclasses.dataclass(eq=False)
+class DetectFaces(beam.PTransform):
+    """Finds every face, in pixels of the EXIF-oriented image.
+
+    Args:
+        min_score: faces scored lower are dropped, 0-1.
+        min_face_fraction: the smallest face looked for, as a fraction of the
+            image's longest side (never below 20 px); smaller means more tiles.
+        threads: LiteRT threads per worker process.
+
+    Returns:
+        Outputs `records` (with a `facedetection` result) and `errors`.
+    """
+
+    min_score: float = blazeface.DEFAULT_MIN_SCORE
+    min_face_fraction: float = blazeface.DEFAULT_MIN_FACE_FRACTION
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        if not 0.0 < self.min_score < 1.0:
+            raise ValueError(f"--face-min-score must be between 0 and 1, got {self.min_score}")
+        if not 0.005 <= self.min_face_fraction <= 1.0:
+            raise ValueError(
+                f"--face-min-size must be 0.005-1 (of the longest side), got {self.min_face_fraction}"
+            )
+
+    def expand(self, records):
+        return records | RunModelOnImages(
+            StepName.FACE_DETECTION,
+            blazeface.BlazeFaceFullRange(self.min_score, self.threads),
+            prepare=functools.partial(_prepare, min_face_fraction=self.min_face_fraction),
+            attach=_attach,
+            max_batch_size=4,
+        )

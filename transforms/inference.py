@@ -1,0 +1,233 @@
+"""Running a local model over images through Beam's `RunInference`.
+
+A model step is three parts: a plain `prepare` function (record -> model input,
+run where a failure belongs to one image), a `LocalModel` (load once per worker,
+predict a batch), and a plain `attach` function (record + prediction -> record with
+its result). `RunModelOnImages` wires them with `RunInference` and a
+`KeyedModelHandler`, so the image URI travels with every example as its key.
+
+The record rides inside the example rather than in the key: Beam pickles keys to
+size batches, and a record holds the image's pixels.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import (
+    KeyedModelHandler,
+    ModelHandler,
+    PredictionResult,
+    RunInference,
+)
+
+from transforms.records import ErrorRecord, ImageRecord
+from transforms.steps.base import ERRORS, RECORDS
+
+LOGGER = logging.getLogger(__name__)
+
+CACHE_ENV = "IMAGINEM_MODEL_CACHE"
+
+
+def model_cache_dir() -> Path:
+    """Where models converted on first use are kept (`$IMAGINEM_MODEL_CACHE`)."""
+    configured = os.environ.get(CACHE_ENV)
+    base = Path(configured) if configured else Path.home() / ".cache" / "imaginem" / "models"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+class LocalModel(abc.ABC):
+    """A model whose weights ship inside an installed package.
+
+    Subclasses keep only settings in `__init__` (they are pickled to the workers);
+    weights are read in `load`, once per worker process.
+    """
+
+    #: Recorded with every result, e.g. "efficientnet-lite0-onnx".
+    model_id: str = ""
+
+    @abc.abstractmethod
+    def load(self) -> Any:
+        """Reads the weights; runs on a worker."""
+
+    @abc.abstractmethod
+    def predict(self, loaded: Any, inputs: Sequence[Any]) -> list[Any]:
+        """One result per input, in order; may raise for the whole batch."""
+
+    def input_bytes(self, model_input: Any) -> int:
+        """Size of one input, for Beam's batch metrics."""
+        return int(getattr(model_input, "nbytes", 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Example:
+    """What RunInference carries for one image: the record and its model input."""
+
+    record: ImageRecord
+    model_input: Any
+
+
+class _PredictionFailed(Exception):
+    """Wraps the error of one input so it can travel as that input's prediction."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _LocalModelHandler(ModelHandler[_Example, PredictionResult, Any]):
+    """Adapts a `LocalModel` to Beam; one bad input never fails its batch.
+
+    If a batch fails, each input is retried alone and only the inputs that fail
+    again are reported, each with its own error.
+    """
+
+    def __init__(self, model: LocalModel, min_batch_size: int, max_batch_size: int) -> None:
+        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
+        self._model = model
+
+    def load_model(self) -> Any:
+        started = time.perf_counter()
+        loaded = self._model.load()
+        LOGGER.debug("Loaded %s in %.1fs", self._model.model_id, time.perf_counter() - started)
+        return loaded
+
+    def run_inference(
+        self, batch: Sequence[_Example], model: Any, inference_args: dict | None = None
+    ) -> Iterable[PredictionResult]:
+        inputs = [example.model_input for example in batch]
+        try:
+            predictions = self._model.predict(model, inputs)
+        except Exception:  # noqa: BLE001 - retried one by one below
+            predictions = [self._predict_one(model, model_input) for model_input in inputs]
+        return [
+            PredictionResult(example, prediction, self._model.model_id)
+            for example, prediction in zip(batch, predictions, strict=True)
+        ]
+
+    def _predict_one(self, model: Any, model_input: Any) -> Any:
+        try:
+            return self._model.predict(model, [model_input])[0]
+        except Exception as error:  # noqa: BLE001 - reported as this image's error
+            return _PredictionFailed(error)
+
+    def get_num_bytes(self, batch: Sequence[_Example]) -> int:
+        return sum(self._model.input_bytes(example.model_input) for example in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return f"RunInference[{self._model.model_id}]"
+
+
+PrepareFunction = Callable[[ImageRecord], Any]
+AttachFunction = Callable[[ImageRecord, Any], ImageRecord]
+
+
+class _Prepare(beam.DoFn):
+    """record -> (uri, example); images an earlier step failed on pass by."""
+
+    def __init__(self, step: str, prepare: PrepareFunction, requires: tuple[str, ...]) -> None:
+        self._step = step
+        self._prepare = prepare
+        self._requires = requires
+
+    def setup(self) -> None:
+        self._failed = Metrics.counter(self._step, "failed")
+        self._skipped = Metrics.counter(self._step, "skipped_upstream_failed")
+
+    def process(self, record: ImageRecord):
+        if record.image is None or any(record.results.get(s) is None for s in self._requires):
+            self._skipped.inc()
+            yield beam.pvalue.TaggedOutput(RECORDS, record)
+            return
+        try:
+            model_input = self._prepare(record)
+        except Exception as error:  # noqa: BLE001 - one bad image must not fail the run
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.for_entry(record.entry, self._step, error))
+            yield beam.pvalue.TaggedOutput(RECORDS, record)
+            return
+        yield record.entry.uri, _Example(record, model_input)
+
+
+class _Attach(beam.DoFn):
+    """(uri, prediction) -> record with the step's result, or an error row."""
+
+    def __init__(self, step: str, attach: AttachFunction) -> None:
+        self._step = step
+        self._attach = attach
+
+    def setup(self) -> None:
+        self._processed = Metrics.counter(self._step, "processed")
+        self._failed = Metrics.counter(self._step, "failed")
+
+    def process(self, keyed_prediction: tuple[str, PredictionResult]):
+        _, prediction = keyed_prediction
+        record = prediction.example.record
+        try:
+            if isinstance(prediction.inference, _PredictionFailed):
+                raise prediction.inference.error
+            updated = self._attach(record, prediction.inference)
+        except Exception as error:  # noqa: BLE001 - one bad image must not fail the run
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.for_entry(record.entry, self._step, error))
+            yield record
+            return
+        self._processed.inc()
+        yield updated
+
+
+class RunModelOnImages(beam.PTransform):
+    """Runs a local model on every image as one step, batched by `RunInference`.
+
+    Args:
+        step: the step name, used as the metrics namespace and in error rows.
+        model: the model; loaded once per worker process.
+        prepare: record -> model input; may raise for a bad image.
+        attach: (record, prediction) -> record with the step's result.
+        requires: skip images missing any of these steps' results.
+        min_batch_size, max_batch_size: bounds for Beam's adaptive batching.
+
+    Returns:
+        Outputs `records` (every input record, with the result where it worked)
+        and `errors` (one row per image the step failed on).
+    """
+
+    def __init__(
+        self,
+        step: str,
+        model: LocalModel,
+        prepare: PrepareFunction,
+        attach: AttachFunction,
+        requires: tuple[str, ...] = (),
+        min_batch_size: int = 1,
+        max_batch_size: int = 8,
+    ) -> None:
+        super().__init__()
+        self._step = step
+        self._handler = KeyedModelHandler(_LocalModelHandler(model, min_batch_size, max_batch_size))
+        self._prepare = _Prepare(step, prepare, requires)
+        self._attach = _Attach(step, attach)
+
+    def expand(self, records):
+        prepared = records | "Prepare" >> beam.ParDo(self._prepare).with_outputs(
+            RECORDS, ERRORS, main="examples"
+        )
+        attached = (
+            prepared.examples
+            | "RunInference" >> RunInference(self._handler)
+            | "Attach" >> beam.ParDo(self._attach).with_outputs(ERRORS, main=RECORDS)
+        )
+        return {
+            RECORDS: (prepared[RECORDS], attached[RECORDS]) | "Records" >> beam.Flatten(),
+            ERRORS: (prepared[ERRORS], attached[ERRORS]) | "Errors" >> beam.Flatten(),
+        }

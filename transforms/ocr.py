@@ -1,0 +1,137 @@
+"""The `ocr` step: text lines with boxes and confidences, from RapidOCR.
+
+RapidOCR runs PaddleOCR's detection, orientation and recognition networks (the
+ONNX files inside the `rapidocr` wheel) on onnxruntime. A page with no text costs
+one detection pass: recognition only runs on the regions detection found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from transforms.inference import LocalModel, RunModelOnImages
+from transforms.records import ImageRecord, StepName
+
+STEP_VERSION = "1"
+MODEL_ID = "rapidocr-3.10-ppocrv6-small"
+DEFAULT_MIN_SCORE = 0.5
+
+_POINT = pa.struct([("x", pa.float32()), ("y", pa.float32())])
+RESULT_TYPE = pa.struct(
+    [
+        ("step_version", pa.string()),
+        ("model", pa.string()),
+        ("text", pa.string()),
+        (
+            "lines",
+            pa.list_(
+                pa.struct(
+                    [("text", pa.string()), ("score", pa.float32()), ("box", pa.list_(_POINT))]
+                )
+            ),
+        ),
+    ]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextLine:
+    text: str
+    score: float
+    box: list[tuple[float, float]]  # four corners, clockwise from top-left, in pixels
+
+
+def text_lines(output: Any, min_score: float) -> list[TextLine]:
+    """RapidOCR's output -> lines in reading order, weak lines dropped."""
+    if output.txts is None:
+        return []
+    lines = [
+        TextLine(text, float(score), [(float(x), float(y)) for x, y in box])
+        for text, score, box in zip(output.txts, output.scores, output.boxes, strict=True)
+        if score >= min_score and text.strip()
+    ]
+    return lines
+
+
+def ocr_result(lines: list[TextLine]) -> dict[str, Any]:
+    return {
+        "step_version": STEP_VERSION,
+        "model": MODEL_ID,
+        "text": "\n".join(line.text for line in lines),
+        "lines": [
+            {
+                "text": line.text,
+                "score": line.score,
+                "box": [{"x": x, "y": y} for x, y in line.box],
+            }
+            for line in lines
+        ],
+    }
+
+
+class RapidOcr(LocalModel):
+    """RapidOCR with its bundled PP-OCR models; one image per call."""
+
+    model_id = MODEL_ID
+
+    def __init__(self, threads: int = 1) -> None:
+        self._threads = threads
+
+    def load(self) -> Any:
+        from rapidocr import RapidOCR
+
+        return RapidOCR(
+            params={
+                "Global.log_level": "error",
+                "EngineConfig.onnxruntime.intra_op_num_threads": self._threads,
+                "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+            }
+        )
+
+    def predict(self, loaded: Any, inputs: list[np.ndarray]) -> list[Any]:
+        return [loaded(pixels) for pixels in inputs]
+
+
+def _prepare(record: ImageRecord) -> np.ndarray:
+    # RapidOCR follows OpenCV: channels in BGR order.
+    return np.ascontiguousarray(np.asarray(record.image)[:, :, ::-1])
+
+
+def _attach(record: ImageRecord, output: Any, min_score: float) -> ImageRecord:
+    return record.with_result(StepName.OCR, ocr_result(text_lines(output, min_score)))
+
+
+@dataclasses.dataclass(eq=False)
+class ExtractText(beam.PTransform):
+    """Reads the text in every image: lines with boxes and scores, and the full text.
+
+    Args:
+        min_score: lines recognised with less confidence are dropped, 0-1.
+        threads: onnxruntime threads per worker process.
+
+    Returns:
+        Outputs `records` (with an `ocr` result) and `errors`.
+    """
+
+    min_score: float = DEFAULT_MIN_SCORE
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"--ocr-min-score must be 0-1, got {self.min_score}")
+
+    def expand(self, records):
+        return records | RunModelOnImages(
+            StepName.OCR,
+            RapidOcr(self.threads),
+            prepare=_prepare,
+            attach=functools.partial(_attach, min_score=self.min_score),
+            max_batch_size=4,
+        )
