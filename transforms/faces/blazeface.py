@@ -135,8 +135,12 @@ class Tile:
         return (
             (self.left > 0 and left <= self.left + margin)
             or (self.top > 0 and top <= self.top + margin)
-            or (self.left + self.side < self.image_width and right >= self.left + self.side - margin)
-            or (self.top + self.side < self.image_height and bottom >= self.top + self.side - margin)
+            or (
+                self.left + self.side < self.image_width and right >= self.left + self.side - margin
+            )
+            or (
+                self.top + self.side < self.image_height and bottom >= self.top + self.side - margin
+            )
         )
 
 

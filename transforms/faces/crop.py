@@ -75,7 +75,9 @@ class DlibAligner(LocalModel):
 
         return dlib.shape_predictor(dlib_models.weights_path(dlib_models.SHAPE_PREDICTOR_FILE))
 
-    def predict(self, loaded: Any, inputs: list[list[align.UprightFace]]) -> list[list[AlignedFace]]:
+    def predict(
+        self, loaded: Any, inputs: list[list[align.UprightFace]]
+    ) -> list[list[AlignedFace]]:
         import dlib
 
         aligned = []
@@ -107,7 +109,11 @@ def _prepare(record: ImageRecord) -> list[align.UprightFace]:
 
 
 def write_chip(
-    entry: ManifestEntry, face_index: int, chip: np.ndarray, corpus_root: str, transform_version: str
+    entry: ManifestEntry,
+    face_index: int,
+    chip: np.ndarray,
+    corpus_root: str,
+    transform_version: str,
 ) -> str:
     """Writes a chip unless it exists; returns its URI either way."""
     uri = paths.transform_uri(
@@ -177,6 +183,7 @@ class CropFaces(beam.PTransform):
 
     corpus_root: str | None
     transform_version: str = DEFAULT_TRANSFORM_VERSION
+    step: str = StepName.FACE_CROP  # metrics namespace and error rows
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -193,7 +200,7 @@ class CropFaces(beam.PTransform):
 
     def expand(self, records):
         return records | RunModelOnImages(
-            StepName.FACE_CROP,
+            self.step,
             DlibAligner(),
             prepare=_prepare,
             attach=functools.partial(

@@ -18,7 +18,12 @@ STEP_VERSION = "1"
 
 POINT = pa.struct([("x", pa.float32()), ("y", pa.float32())])
 BOX = pa.struct(
-    [("left", pa.float32()), ("top", pa.float32()), ("right", pa.float32()), ("bottom", pa.float32())]
+    [
+        ("left", pa.float32()),
+        ("top", pa.float32()),
+        ("right", pa.float32()),
+        ("bottom", pa.float32()),
+    ]
 )
 KEYPOINT = pa.struct([("name", pa.string()), ("x", pa.float32()), ("y", pa.float32())])
 FACE = pa.struct(
@@ -93,6 +98,7 @@ class DetectFaces(beam.PTransform):
     min_score: float = blazeface.DEFAULT_MIN_SCORE
     min_face_fraction: float = blazeface.DEFAULT_MIN_FACE_FRACTION
     threads: int = 1
+    step: str = StepName.FACE_DETECTION  # metrics namespace and error rows
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -100,12 +106,13 @@ class DetectFaces(beam.PTransform):
             raise ValueError(f"--face-min-score must be between 0 and 1, got {self.min_score}")
         if not 0.005 <= self.min_face_fraction <= 1.0:
             raise ValueError(
-                f"--face-min-size must be 0.005-1 (of the longest side), got {self.min_face_fraction}"
+                "--face-min-size must be 0.005-1 (a fraction of the longest side), "
+                f"got {self.min_face_fraction}"
             )
 
     def expand(self, records):
         return records | RunModelOnImages(
-            StepName.FACE_DETECTION,
+            self.step,
             blazeface.BlazeFaceFullRange(self.min_score, self.threads),
             prepare=functools.partial(_prepare, min_face_fraction=self.min_face_fraction),
             attach=_attach,

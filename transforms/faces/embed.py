@@ -47,7 +47,9 @@ class DlibResNet(LocalModel):
 
     def predict(self, loaded: Any, inputs: list[list[np.ndarray]]) -> list[np.ndarray]:
         chips = [chip for image_chips in inputs for chip in image_chips]
-        vectors = np.asarray(loaded.compute_face_descriptor(chips), dtype=np.float32) if chips else None
+        vectors = (
+            np.asarray(loaded.compute_face_descriptor(chips), dtype=np.float32) if chips else None
+        )
         embeddings, start = [], 0
         for image_chips in inputs:
             end = start + len(image_chips)
@@ -85,13 +87,14 @@ class EmbedFaces(beam.PTransform):
     """
 
     max_batch_size: int = 8
+    step: str = StepName.FACE_PRINT  # metrics namespace and error rows
 
     def __post_init__(self) -> None:
         super().__init__()
 
     def expand(self, records):
         return records | RunModelOnImages(
-            StepName.FACE_PRINT,
+            self.step,
             DlibResNet(),
             prepare=_prepare,
             attach=_attach,

@@ -12,7 +12,6 @@ linkage at the same threshold, so one unknown person across many images gets one
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +32,7 @@ from transforms.steps.base import ERRORS, RECORDS
 from transforms.steps.decode import DecodeImages
 
 STEP_VERSION = "1"
+GALLERY_STEP = "gallery"  # gallery work is reported as gallery.<step>
 DEFAULT_THRESHOLD = 0.5
 FACE_CLUSTERS = "face_clusters"
 _BLOCK = 2048  # rows of the distance matrix computed at once
@@ -105,9 +105,7 @@ def nearest_people(
     return found
 
 
-def cluster_faces(
-    face_ids: list[str], embeddings: np.ndarray, threshold: float
-) -> dict[str, str]:
+def cluster_faces(face_ids: list[str], embeddings: np.ndarray, threshold: float) -> dict[str, str]:
     """Single-linkage groups of faces closer than `threshold`: face_id -> cluster_id.
 
     Union-find over the distance matrix, computed in blocks so memory stays
@@ -124,7 +122,11 @@ def cluster_faces(
     squared_norms = (embeddings**2).sum(axis=1)
     for start in range(0, len(face_ids), _BLOCK):
         block = embeddings[start : start + _BLOCK]
-        squared = squared_norms[start : start + _BLOCK, None] + squared_norms[None, :] - 2 * block @ embeddings.T
+        squared = (
+            squared_norms[start : start + _BLOCK, None]
+            + squared_norms[None, :]
+            - 2 * block @ embeddings.T
+        )
         rows, columns = np.nonzero(squared <= threshold**2)
         for row, column in zip(rows + start, columns, strict=True):
             if row < column:
@@ -180,16 +182,20 @@ class NoGalleryFaceError(ValueError):
     pass
 
 
+def _gallery(step: str) -> str:
+    return f"{GALLERY_STEP}.{step}"
+
+
 def _largest_face(record: ImageRecord):
     """The gallery photo's subject: its largest face."""
-    faces = record.results.get(StepName.FACE_DETECTION, {}).get("faces") or []
     embeddings = record.results.get(StepName.FACE_PRINT)
-    if not faces or embeddings is None:
+    if embeddings is None:
+        return  # an earlier step failed on this photo and reported why
+    faces = record.results[StepName.FACE_DETECTION]["faces"]
+    if not faces:
+        error = NoGalleryFaceError("no face found in this gallery photo")
         yield beam.pvalue.TaggedOutput(
-            ERRORS,
-            ErrorRecord.for_entry(
-                record.entry, StepName.FACE_MATCH, NoGalleryFaceError("no face in gallery photo")
-            ),
+            ERRORS, ErrorRecord.for_entry(record.entry, _gallery(StepName.FACE_MATCH), error)
         )
         return
 
@@ -207,7 +213,9 @@ def _largest_face(record: ImageRecord):
 class _BuildGallery(beam.PTransform):
     """Reads, detects, aligns and embeds the gallery photos; one `Gallery` out."""
 
-    def __init__(self, gallery_images: list[tuple[str, str]], corpus_version: str, detect: DetectFaces) -> None:
+    def __init__(
+        self, gallery_images: list[tuple[str, str]], corpus_version: str, detect: DetectFaces
+    ) -> None:
         super().__init__()
         self._gallery_images = gallery_images
         self._corpus_version = corpus_version
@@ -216,10 +224,13 @@ class _BuildGallery(beam.PTransform):
     def expand(self, pipeline):
         listed = pipeline | "ListGallery" >> beam.Create(self._gallery_images)
         records = listed | "ReadGallery" >> beam.Map(_gallery_record, self._corpus_version)
-        decoded = records | "Decode" >> DecodeImages()
-        detected = decoded[RECORDS] | "DetectFaces" >> self._detect
-        cropped = detected[RECORDS] | "AlignFaces" >> CropFaces(corpus_root=None)
-        embedded = cropped[RECORDS] | "EmbedFaces" >> EmbedFaces()
+        decoded = records | "Decode" >> DecodeImages(step=_gallery(StepName.DECODE))
+        detect = dataclasses.replace(self._detect, step=_gallery(StepName.FACE_DETECTION))
+        detected = decoded[RECORDS] | "DetectFaces" >> detect
+        cropped = detected[RECORDS] | "AlignFaces" >> CropFaces(
+            None, step=_gallery(StepName.FACE_CROP)
+        )
+        embedded = cropped[RECORDS] | "EmbedFaces" >> EmbedFaces(step=_gallery(StepName.FACE_PRINT))
         faces = embedded[RECORDS] | "LargestFace" >> beam.ParDo(_largest_face).with_outputs(
             ERRORS, main="faces"
         )
@@ -229,7 +240,11 @@ class _BuildGallery(beam.PTransform):
             | "Gallery" >> beam.Map(Gallery.from_faces)
         )
         errors = (
-            decoded[ERRORS], detected[ERRORS], cropped[ERRORS], embedded[ERRORS], faces[ERRORS]
+            decoded[ERRORS],
+            detected[ERRORS],
+            cropped[ERRORS],
+            embedded[ERRORS],
+            faces[ERRORS],
         ) | "GalleryErrors" >> beam.Flatten()
         return gallery, errors
 
@@ -267,7 +282,9 @@ def _unmatched_faces(record: ImageRecord):
     result = record.results.get(StepName.FACE_MATCH)
     if result is None:
         return
-    embeddings = {e["face_id"]: e["embedding"] for e in record.results[StepName.FACE_PRINT]["embeddings"]}
+    embeddings = {
+        e["face_id"]: e["embedding"] for e in record.results[StepName.FACE_PRINT]["embeddings"]
+    }
     for match in result["matches"]:
         if match["person"] is None:
             yield match["face_id"], embeddings[match["face_id"]]

@@ -59,6 +59,7 @@ class DecodeImages(beam.PTransform):
     """
 
     max_pixels: int = DEFAULT_MAX_PIXELS
+    step: str = StepName.DECODE  # metrics namespace and error rows
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -69,7 +70,7 @@ class DecodeImages(beam.PTransform):
 
     def expand(self, records):
         return records | ApplyToEachImage(
-            StepName.DECODE, _DecodeFunction(self.max_pixels), drop_failed=True, needs_pixels=False
+            self.step, _DecodeFunction(self.max_pixels), drop_failed=True, needs_pixels=False
         )
 
 

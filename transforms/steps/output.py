@@ -114,7 +114,9 @@ class WriteParquetTables(beam.PTransform):
         if FACE_CLUSTERS in outputs:
             clusters = beam.pvalue.AsDict(outputs[FACE_CLUSTERS])
         else:
-            clusters = beam.pvalue.AsDict(outputs[RECORDS].pipeline | "NoClusters" >> beam.Create([]))
+            clusters = beam.pvalue.AsDict(
+                outputs[RECORDS].pipeline | "NoClusters" >> beam.Create([])
+            )
         return (
             outputs[RECORDS]
             | "FaceRows" >> beam.FlatMap(_face_rows, clusters)
