@@ -6,6 +6,7 @@ cd "$(dirname "$0")"
 
 VENV=.venv
 DROP=local/sample-drop
+GALLERY=local/sample-gallery
 CORPUS=local/corpus
 VERSION=v1
 
@@ -17,16 +18,16 @@ fi
 "$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-nodeps.txt
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 
-"$VENV/bin/imaginem" sample-corpus "$DROP"
+"$VENV/bin/imaginem" sample-corpus "$DROP" --gallery "$GALLERY"
 "$VENV/bin/imaginem" ingest "$DROP" --corpus "$CORPUS" --version "$VERSION"
-"$VENV/bin/imaginem" run --corpus "$CORPUS" --version "$VERSION" "$@"
+"$VENV/bin/imaginem" run --corpus "$CORPUS" --version "$VERSION" --gallery "$GALLERY" "$@"
 
 cat <<MSG
 
 Outputs under $CORPUS/:
   original/    the ingested images, by set path and corpus version
-  transform/   thumbnails, by transform version
-  metadata/    Parquet tables: manifest, image_sets, images, errors, transforms
+  transform/   thumbnails and face chips, by transform version
+  metadata/    Parquet tables: manifest, image_sets, images, faces, errors, transforms
 Query them, e.g.:
   $VENV/bin/python -c "import pyarrow.dataset as ds; print(ds.dataset('$CORPUS/metadata/images').to_table(columns=['source_path', 'width', 'height']).to_pylist())"
 MSG

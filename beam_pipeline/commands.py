@@ -16,7 +16,7 @@ from beam_pipeline import run as run_command
 from beam_pipeline.summary import summarize
 from transforms import paths
 from transforms.ingest import DEFAULT_MAX_PARALLEL, IngestReport, ingest_drop
-from transforms.sample_corpus import build_sample_corpus
+from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
 from transforms.steps.registry import load_registry
 from transforms.storage import absolute_root
 
@@ -107,9 +107,17 @@ def sample_corpus(argv: list[str]) -> int:
         "rendered text images.",
     )
     parser.add_argument("drop_dir", help="folder to create the drop in")
+    parser.add_argument(
+        "--gallery",
+        metavar="DIR",
+        help="also write a gallery of known people (for facematch) made from the drop",
+    )
     args = parser.parse_args(argv)
     written = build_sample_corpus(args.drop_dir)
     print(f"Wrote {len(written)} sample images to {args.drop_dir}")
+    if args.gallery:
+        gallery = build_sample_gallery(args.drop_dir, args.gallery)
+        print(f"Wrote a gallery of {len(gallery)} people to {args.gallery}")
     return EXIT_OK
 
 

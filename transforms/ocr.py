@@ -79,6 +79,7 @@ class RapidOcr(LocalModel):
     """RapidOCR with its bundled PP-OCR models; one image per call."""
 
     model_id = MODEL_ID
+    requires = (("rapidocr", "rapidocr"), ("onnxruntime", "onnxruntime"))
 
     def __init__(self, threads: int = 1) -> None:
         self._threads = threads
@@ -126,6 +127,7 @@ class ExtractText(beam.PTransform):
         super().__init__()
         if not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"--ocr-min-score must be 0-1, got {self.min_score}")
+        RapidOcr.check_installed()
 
     def expand(self, records):
         return records | RunModelOnImages(

@@ -112,6 +112,36 @@ def build_sample_corpus(drop_dir: str) -> list[str]:
     return written
 
 
+# (person folder, photo in the drop, file in the gallery, how it is altered)
+GALLERY_PHOTOS = [
+    ("eileen-collins", "people/astronaut/astronaut.png", "flipped-small.jpg", "flip"),
+    ("photographer", "people/photographer/camera.png", "tilted.jpg", "tilt"),
+]
+
+
+def _altered(image: Image.Image, how: str) -> Image.Image:
+    """A different picture of the same person: mirrored and smaller, or tilted."""
+    if how == "flip":
+        mirrored = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return mirrored.resize(
+            (image.width * 3 // 5, image.height * 3 // 5), Image.Resampling.LANCZOS
+        )
+    return image.rotate(8, resample=Image.Resampling.BICUBIC, fillcolor=(255, 255, 255))
+
+
+def build_sample_gallery(drop_dir: str, gallery_dir: str) -> list[str]:
+    """Writes a gallery of known people made from altered copies of drop photos."""
+    written = []
+    for person, source, file_name, how in GALLERY_PHOTOS:
+        with Image.open(os.path.join(drop_dir, source)) as image:
+            altered = _altered(image.convert("RGB"), how)
+        path = os.path.join(gallery_dir, person, file_name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        altered.save(path, format="JPEG", quality=60)
+        written.append(path)
+    return written
+
+
 def _write(drop_dir: str, target: str, data: bytes) -> str:
     path = os.path.join(drop_dir, target)
     os.makedirs(os.path.dirname(path), exist_ok=True)

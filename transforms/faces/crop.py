@@ -69,6 +69,7 @@ class DlibAligner(LocalModel):
     """dlib's 5-point landmarks and aligned chips for each image's upright faces."""
 
     model_id = dlib_models.ALIGNER_ID
+    requires = dlib_models.REQUIRES
 
     def load(self) -> Any:
         import dlib
@@ -188,6 +189,7 @@ class CropFaces(beam.PTransform):
     def __post_init__(self) -> None:
         super().__init__()
         paths.check_version(self.transform_version, "facecrop version")
+        DlibAligner.check_installed()
 
     def parameters(self) -> dict[str, Any]:
         return {

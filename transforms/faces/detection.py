@@ -109,6 +109,7 @@ class DetectFaces(beam.PTransform):
                 "--face-min-size must be 0.005-1 (a fraction of the longest side), "
                 f"got {self.min_face_fraction}"
             )
+        blazeface.BlazeFaceFullRange.check_installed()
 
     def expand(self, records):
         return records | RunModelOnImages(

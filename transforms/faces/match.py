@@ -33,6 +33,8 @@ from transforms.steps.decode import DecodeImages
 
 STEP_VERSION = "1"
 GALLERY_STEP = "gallery"  # gallery work is reported as gallery.<step>
+# A gallery photo is known to show its person: accept a less certain detection.
+GALLERY_MIN_SCORE = 0.5
 DEFAULT_THRESHOLD = 0.5
 FACE_CLUSTERS = "face_clusters"
 _BLOCK = 2048  # rows of the distance matrix computed at once
@@ -186,28 +188,29 @@ def _gallery(step: str) -> str:
     return f"{GALLERY_STEP}.{step}"
 
 
-def _largest_face(record: ImageRecord):
-    """The gallery photo's subject: its largest face."""
-    embeddings = record.results.get(StepName.FACE_PRINT)
-    if embeddings is None:
-        return  # an earlier step failed on this photo and reported why
-    faces = record.results[StepName.FACE_DETECTION]["faces"]
-    if not faces:
-        error = NoGalleryFaceError("no face found in this gallery photo")
-        yield beam.pvalue.TaggedOutput(
-            ERRORS, ErrorRecord.for_entry(record.entry, _gallery(StepName.FACE_MATCH), error)
+def _area(face: dict) -> float:
+    box = face["box"]
+    return (box["right"] - box["left"]) * (box["bottom"] - box["top"])
+
+
+class _LargestFace(beam.DoFn):
+    """The gallery photo's subject, (person, embedding) of its largest face."""
+
+    def process(self, record: ImageRecord):
+        embeddings = record.results.get(StepName.FACE_PRINT)
+        if embeddings is None:
+            return  # an earlier step failed on this photo and reported why
+        faces = record.results[StepName.FACE_DETECTION]["faces"]
+        if not faces:
+            error = NoGalleryFaceError("no face found in this gallery photo")
+            step = _gallery(StepName.FACE_MATCH)
+            yield beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.for_entry(record.entry, step, error))
+            return
+        largest = max(faces, key=_area)["face_index"]
+        vector = next(
+            e["embedding"] for e in embeddings["embeddings"] if e["face_index"] == largest
         )
-        return
-
-    def area(face: dict) -> float:
-        box = face["box"]
-        return (box["right"] - box["left"]) * (box["bottom"] - box["top"])
-
-    largest = max(faces, key=area)
-    vector = next(
-        e["embedding"] for e in embeddings["embeddings"] if e["face_index"] == largest["face_index"]
-    )
-    yield record.entry.set_path, np.asarray(vector, np.float32)
+        yield record.entry.set_path, np.asarray(vector, np.float32)
 
 
 class _BuildGallery(beam.PTransform):
@@ -225,13 +228,17 @@ class _BuildGallery(beam.PTransform):
         listed = pipeline | "ListGallery" >> beam.Create(self._gallery_images)
         records = listed | "ReadGallery" >> beam.Map(_gallery_record, self._corpus_version)
         decoded = records | "Decode" >> DecodeImages(step=_gallery(StepName.DECODE))
-        detect = dataclasses.replace(self._detect, step=_gallery(StepName.FACE_DETECTION))
+        detect = dataclasses.replace(
+            self._detect,
+            min_score=min(self._detect.min_score, GALLERY_MIN_SCORE),
+            step=_gallery(StepName.FACE_DETECTION),
+        )
         detected = decoded[RECORDS] | "DetectFaces" >> detect
         cropped = detected[RECORDS] | "AlignFaces" >> CropFaces(
             None, step=_gallery(StepName.FACE_CROP)
         )
         embedded = cropped[RECORDS] | "EmbedFaces" >> EmbedFaces(step=_gallery(StepName.FACE_PRINT))
-        faces = embedded[RECORDS] | "LargestFace" >> beam.ParDo(_largest_face).with_outputs(
+        faces = embedded[RECORDS] | "LargestFace" >> beam.ParDo(_LargestFace()).with_outputs(
             ERRORS, main="faces"
         )
         gallery = (

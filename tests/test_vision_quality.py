@@ -1,0 +1,189 @@
+"""The full step list on the sample corpus's real photos: what the models must get right."""
+
+import difflib
+import io
+import json
+import os
+
+import pyarrow.dataset as ds
+import pytest
+from PIL import Image
+
+from beam_pipeline.cli import main
+from beam_pipeline.run import run
+from beam_pipeline.summary import step_counters
+from transforms import paths, schemas
+from transforms.faces.table import FACES
+from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
+
+RENDERED = "documents/rendered/"
+
+
+def _rows(root, table):
+    return ds.dataset(paths.metadata_dir(root, table)).to_table().to_pylist()
+
+
+def _files_under(folder):
+    return {
+        os.path.join(dirpath, name): os.stat(os.path.join(dirpath, name)).st_mtime_ns
+        for dirpath, _, names in os.walk(folder)
+        for name in names
+    }
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    """The sample drop and gallery, ingested and run through every step once."""
+    base = tmp_path_factory.mktemp("vision")
+    drop, gallery, root = str(base / "drop"), str(base / "gallery"), str(base / "corpus")
+    build_sample_corpus(drop)
+    build_sample_gallery(drop, gallery)
+    assert main(["ingest", drop, "--corpus", root, "--version", "v1"]) == 0
+    result = run(["--corpus", root, "--version", "v1", "--gallery", gallery])
+    assert result.state == "DONE"
+    images = {row["source_path"]: row for row in _rows(root, schemas.IMAGES)}
+    return {"drop": drop, "gallery": gallery, "root": root, "images": images}
+
+
+def _labels(row):
+    return [label["label"] for label in row["generalclassification"]["labels"]]
+
+
+def test_every_result_names_its_model_and_step_version(sample_run):
+    for row in sample_run["images"].values():
+        for step in ("generalclassification", "ocr", "facedetection", "facecrop", "faceprint"):
+            assert row[step]["step_version"] == "1", (row["source_path"], step)
+            assert row[step]["model"], (row["source_path"], step)
+    assert _rows(sample_run["root"], schemas.ERRORS) == []
+
+
+def test_classification_top5(sample_run):
+    images = sample_run["images"]
+    assert len(images["food/coffee/coffee.png"]["generalclassification"]["labels"]) == 5
+    assert {"espresso", "cup"} & set(_labels(images["food/coffee/coffee.png"]))
+    assert any("cat" in label for label in _labels(images["animals/cat/chelsea.png"]))
+    scores = [
+        label["score"]
+        for label in images["food/coffee/coffee.png"]["generalclassification"]["labels"]
+    ]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0001
+
+
+def _centre(face):
+    box = face["box"]
+    return (box["left"] + box["right"]) / 2, (box["top"] + box["bottom"]) / 2
+
+
+def test_faces_found_where_they_are_and_nowhere_else(sample_run):
+    images = sample_run["images"]
+    astronaut = images["people/astronaut/astronaut.png"]["facedetection"]["faces"]
+    camera = images["people/photographer/camera.png"]["facedetection"]["faces"]
+    assert len(astronaut) == 1 and len(camera) == 1
+    # Face centres measured by eye on the 512x512 originals.
+    assert abs(_centre(astronaut[0])[0] - 226) < 20 and abs(_centre(astronaut[0])[1] - 120) < 25
+    assert abs(_centre(camera[0])[0] - 238) < 20 and abs(_centre(camera[0])[1] - 160) < 25
+    names = {point["name"] for point in astronaut[0]["keypoints"]}
+    assert {"right_eye", "left_eye", "nose_tip", "mouth"} <= names
+    faceless = [
+        "food/coffee/coffee.png",
+        "animals/cat/chelsea.png",
+        "space/rocket/rocket.jpg",
+        "documents/printed/page.png",
+        "documents/printed/text.png",
+        *[path for path in images if path.startswith(RENDERED)],
+    ]
+    for path in faceless:
+        assert images[path]["facedetection"]["faces"] == [], path
+
+
+def _character_accuracy(expected: str, found: str) -> float:
+    matcher = difflib.SequenceMatcher(None, expected, found, autojunk=False)
+    return sum(block.size for block in matcher.get_matching_blocks()) / len(expected)
+
+
+def test_ocr_reads_rendered_text(sample_run):
+    with open(os.path.join(sample_run["drop"], RENDERED, "ground_truth.json")) as handle:
+        truth = json.load(handle)
+    assert {"plain.png", "rotated.png", "noisy.png", "low-contrast.png"} <= set(truth)
+    for file_name, expected in truth.items():
+        result = sample_run["images"][RENDERED + file_name]["ocr"]
+        accuracy = _character_accuracy(expected, result["text"])
+        assert accuracy >= 0.95, (file_name, accuracy, result["text"])
+        assert all(len(line["box"]) == 4 and 0 < line["score"] <= 1 for line in result["lines"])
+
+
+def test_faces_table_matches_gallery_and_clusters_the_rest(sample_run):
+    faces = {row["source_path"]: row for row in _rows(sample_run["root"], FACES)}
+    assert set(faces) == {"people/astronaut/astronaut.png", "people/photographer/camera.png"}
+    astronaut = faces["people/astronaut/astronaut.png"]
+    assert astronaut["person"] == "eileen-collins" and astronaut["distance"] < 0.5
+    assert astronaut["cluster_id"] is None
+    assert len(astronaut["embedding"]) == 128 and len(astronaut["landmarks"]) == 5
+    with Image.open(astronaut["crop_uri"]) as chip:
+        assert chip.size == (150, 150)
+    camera = faces["people/photographer/camera.png"]
+    assert camera["person"] == "photographer"
+
+
+def test_rerun_rewrites_nothing_and_duplicates_nothing(sample_run):
+    root = sample_run["root"]
+    transforms_before = _files_under(os.path.join(root, "transform"))
+    faces_before = _rows(root, FACES)
+    result = run(["--corpus", root, "--version", "v1", "--gallery", sample_run["gallery"]])
+    counters = step_counters(result)
+    assert counters["facecrop"]["crops_skipped_existing"] == 2
+    assert counters["facecrop"].get("crops_written", 0) == 0
+    assert _files_under(os.path.join(root, "transform")) == transforms_before
+    assert sorted(_rows(root, FACES), key=str) == sorted(faces_before, key=str)
+    assert len(_rows(root, schemas.IMAGES)) == len(sample_run["images"])
+
+
+def _jpeg(image, quality):
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def test_the_same_face_matches_after_edits_and_strangers_cluster(tmp_path, sample_run):
+    """Gallery: the original astronaut. Drop: edited copies of her, and of the cameraman."""
+    drop, gallery, root = tmp_path / "drop", tmp_path / "gallery", str(tmp_path / "corpus")
+    (gallery / "eileen-collins").mkdir(parents=True)
+    astronaut = Image.open(os.path.join(sample_run["drop"], "people/astronaut/astronaut.png"))
+    astronaut = astronaut.convert("RGB")
+    astronaut.save(gallery / "eileen-collins" / "original.png")
+    camera = Image.open(os.path.join(sample_run["drop"], "people/photographer/camera.png"))
+    camera = camera.convert("RGB")
+    edits = {
+        "astronaut/flipped.png": astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        "astronaut/half-size.png": astronaut.resize((256, 256), Image.Resampling.LANCZOS),
+        "astronaut/rotated-20.png": astronaut.rotate(20, expand=True, fillcolor=(255, 255, 255)),
+        "astronaut/rotated-90.png": astronaut.rotate(90, expand=True),
+        "cameraman/original.png": camera,
+        "cameraman/flipped.png": camera.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    }
+    for name, image in edits.items():
+        (drop / name).parent.mkdir(parents=True, exist_ok=True)
+        image.save(drop / name)
+    (drop / "astronaut" / "jpeg-quality-8.jpg").write_bytes(_jpeg(astronaut, 8))
+    assert main(["ingest", str(drop), "--corpus", root, "--version", "v1"]) == 0
+    steps = "facedetection,facecrop,faceprint,facematch"
+    assert (
+        run(
+            ["--corpus", root, "--version", "v1", "--steps", steps, "--gallery", str(gallery)]
+        ).state
+        == "DONE"
+    )
+
+    faces = _rows(root, FACES)
+    by_path = {}
+    for face in faces:
+        by_path.setdefault(face["source_path"], []).append(face)
+    assert set(by_path) == {*edits, "astronaut/jpeg-quality-8.jpg"}
+    assert all(len(found) == 1 for found in by_path.values()), by_path.keys()
+    for path, (face,) in by_path.items():
+        if path.startswith("astronaut/"):
+            assert face["person"] == "eileen-collins", (path, face["distance"])
+        else:
+            assert face["person"] is None and face["distance"] > 0.6, (path, face["distance"])
+    cameraman = {by_path[p][0]["cluster_id"] for p in edits if p.startswith("cameraman/")}
+    assert len(cameraman) == 1 and None not in cameraman
