@@ -3,6 +3,7 @@ import pytest
 
 from transforms.steps import Step
 from transforms.steps.registry import (
+    DEFAULT_DEFINITION,
     StepDefinitionError,
     load_registry,
     parse_definition,
@@ -40,6 +41,18 @@ def registry():
 
 def test_default_definition_resolves_in_order():
     assert _names("decode,thumbnail,pipelineoutput") == ["decode", "thumbnail", "pipelineoutput"]
+    assert _names(DEFAULT_DEFINITION) == ["decode", *DEFAULT_DEFINITION.split(",")]
+
+
+def test_builtin_face_steps_declare_their_chain():
+    assert _names("facematch") == [
+        "decode",
+        "facedetection",
+        "facecrop",
+        "faceprint",
+        "facematch",
+        "pipelineoutput",
+    ]
 
 
 def test_missing_dependencies_are_added_in_place(registry):

@@ -25,6 +25,13 @@ def _plan(corpus, *extra):
         (["stray", "--runner", "PortableRunner"], "unrecognised flag.*stray"),
         (["--direct_num_workers=x"], "invalid Beam flag value"),
         (["--step-module", "not_a_module"], "cannot import step module"),
+        (["--classification-top-k", "0"], "--classification-top-k must be 1-1000"),
+        (["--ocr-min-score", "1.5"], "--ocr-min-score must be 0-1"),
+        (["--face-min-score", "1"], "--face-min-score must be between 0 and 1"),
+        (["--face-min-size", "0"], "--face-min-size must be 0.005-1"),
+        (["--match-threshold", "3"], "--match-threshold must be between 0 and 2"),
+        (["--facecrop-version", "a/b"], "facecrop version"),
+        (["--steps", "faceprint,facecrop"], "'faceprint' is listed before 'facecrop'"),
     ],
 )
 def test_bad_run_flags_fail_before_the_pipeline(small_corpus, extra, message):
@@ -47,7 +54,16 @@ def test_reusing_a_thumbnail_version_with_new_settings_is_refused(small_corpus):
     with pytest.raises(UsageError, match="choose a new --thumbnail-version|Choose a new"):
         _plan(small_corpus, "--thumbnail-max-side", "128")
     plan = _plan(small_corpus, "--thumbnail-max-side", "128", "--thumbnail-version", "2")
-    assert plan.step_names == ["decode", "thumbnail", "pipelineoutput"]
+    assert plan.step_names[:2] == ["decode", "thumbnail"]
+
+
+def test_a_gallery_without_people_is_refused(small_corpus, tmp_path):
+    (tmp_path / "gallery" / "someone").mkdir(parents=True)
+    (tmp_path / "gallery" / "loose.jpg").write_bytes(b"not in a person folder")
+    with pytest.raises(UsageError, match="has no images: it needs one sub-folder per person"):
+        _plan(small_corpus, "--gallery", str(tmp_path / "gallery"))
+    with pytest.raises(UsageError, match="has no images"):
+        _plan(small_corpus, "--gallery", str(tmp_path / "missing"))
 
 
 def test_default_runner_is_local_on_every_core(small_corpus):

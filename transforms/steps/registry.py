@@ -65,7 +65,7 @@ def _dependencies(step: Step) -> tuple[str, ...]:
     """Declared dependencies, with `decode` implied for every other step."""
     if step.name == StepName.DECODE:
         return step.depends_on
-    return tuple(dict.fromkeys((StepName.DECODE, *step.depends_on)))
+    return tuple(dict.fromkeys(str(name) for name in (StepName.DECODE, *step.depends_on)))
 
 
 def parse_definition(definition: str) -> list[str]:

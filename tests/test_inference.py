@@ -1,0 +1,97 @@
+"""RunModelOnImages with a fake model: batching, per-image failures, pass-through."""
+
+import apache_beam as beam
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
+
+from tests.conftest import make_test_pipeline
+from transforms.inference import LocalModel, RunModelOnImages
+from transforms.records import ImageRecord, ManifestEntry
+from transforms.steps import ERRORS, RECORDS
+
+
+class _Loaded:
+    """Beam shares loaded models through weak references: a plain object will do."""
+
+
+class _MeanModel(LocalModel):
+    """Mean pixel value; a batch holding a negative input fails as a whole."""
+
+    model_id = "fake-mean"
+
+    def load(self):
+        return _Loaded()
+
+    def predict(self, loaded, inputs):
+        assert isinstance(loaded, _Loaded)
+        if any(value < 0 for value in inputs):
+            raise ValueError("negative input")
+        return [value * 2 for value in inputs]
+
+
+def _record(name: str, value: int, decoded: bool = True) -> ImageRecord:
+    entry = ManifestEntry(name, "", name, "v1", f"/corpus/{name}", name * 4, 1)
+    image = Image.new("RGB", (4, 4), (value % 256,) * 3) if decoded else None
+    return ImageRecord(entry=entry, image=image, results={"seed": value})
+
+
+def _prepare(record):
+    if record.results["seed"] == 13:
+        raise ValueError("unlucky image")
+    return record.results["seed"]
+
+
+def _attach(record, doubled):
+    return record.with_result("double", doubled)
+
+
+def test_one_bad_input_fails_alone_and_every_record_passes_on():
+    records = [_record(f"img{i}", i) for i in range(20)]
+    records += [_record("negative", -1), _record("unlucky", 13), _record("undecoded", 5, False)]
+    pipeline = make_test_pipeline()
+    outputs = (
+        pipeline
+        | beam.Create(records)
+        | RunModelOnImages("double", _MeanModel(), _prepare, _attach, max_batch_size=8)
+    )
+    results = outputs[RECORDS] | beam.Map(lambda r: (r.entry.source_path, r.results.get("double")))
+    expected = [(f"img{i}", 2 * i) for i in range(20) if i != 13]
+    expected += [("img13", None), ("negative", None), ("unlucky", None), ("undecoded", None)]
+    assert_that(results, equal_to(expected), label="records")
+    errors = outputs[ERRORS] | beam.Map(lambda e: (e.path, e.step, e.error_type, e.message))
+    assert_that(
+        errors,
+        equal_to(
+            [
+                ("negative", "double", "ValueError", "negative input"),
+                ("unlucky", "double", "ValueError", "unlucky image"),
+                ("img13", "double", "ValueError", "unlucky image"),
+            ]
+        ),
+        label="errors",
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {}
+    for counter in result.metrics().query(MetricsFilter().with_namespace("double"))["counters"]:
+        name = counter.key.metric.name
+        counters[name] = counters.get(name, 0) + counter.committed
+    assert counters == {"processed": 19, "failed": 3, "skipped_upstream_failed": 1}
+
+
+def test_fake_model_is_checked_for_its_packages():
+    class _Needs(LocalModel):
+        model_id = "needs-things"
+        requires = (("numpy", "numpy"), ("no_such_module_xyz", "no-such-dist"))
+
+        def load(self):
+            return None
+
+        def predict(self, loaded, inputs):
+            return inputs
+
+    with pytest.raises(ValueError, match=r"needs-things needs no-such-dist: install") as raised:
+        _Needs.check_installed()
+    assert "numpy" not in str(raised.value)  # only what is missing is named

@@ -1,0 +1,199 @@
+"""Plain unit tests of the vision steps' pure functions: geometry, decoding, matching."""
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transforms import classify, ocr
+from transforms.faces import align, blazeface, match
+from transforms.faces.detection import face_entries, face_id
+from transforms.faces.table import face_rows
+from transforms.records import ImageRecord, ManifestEntry
+
+
+def test_classification_input_is_a_centre_crop_in_minus_one_to_one():
+    image = Image.new("RGB", (400, 200), (255, 0, 127))
+    pixels = classify.preprocess(image)
+    assert pixels.shape == (3, 224, 224) and pixels.dtype == np.float32
+    assert pixels[0].max() == pytest.approx(1.0) and pixels[1].min() == pytest.approx(-127 / 128)
+    assert pixels[2].mean() == pytest.approx(0.0)
+
+
+def test_top_labels_are_sorted_and_named():
+    probabilities = classify.softmax(np.array([0.0, 3.0, 1.0, 2.0]))
+    assert probabilities.sum() == pytest.approx(1.0)
+    labels = classify.top_labels(probabilities, ["a", "b", "c", "d"], 2)
+    assert [label["label"] for label in labels] == ["b", "d"]
+    assert labels[0]["score"] > labels[1]["score"]
+
+
+class _Output:
+    txts = ("HELLO", "  ", "faint")
+    scores = (0.99, 0.9, 0.3)
+    boxes = np.array([[[0, 0], [10, 0], [10, 5], [0, 5]]] * 3, dtype=np.float32)
+
+
+def test_ocr_drops_weak_and_blank_lines():
+    lines = ocr.text_lines(_Output(), min_score=0.5)
+    assert [line.text for line in lines] == ["HELLO"]
+    result = ocr.ocr_result(lines)
+    assert result["text"] == "HELLO" and result["lines"][0]["box"][2] == {"x": 10.0, "y": 5.0}
+
+    class _Nothing:
+        txts = scores = boxes = None
+
+    assert ocr.ocr_result(ocr.text_lines(_Nothing(), 0.5))["text"] == ""
+
+
+def test_anchors_cover_the_input_grid():
+    anchors = blazeface.anchors()
+    assert anchors.shape == (48 * 48, 2)
+    assert anchors[0] == pytest.approx([0.5 / 48, 0.5 / 48])
+    assert anchors[1] == pytest.approx([1.5 / 48, 0.5 / 48])  # x varies fastest
+
+
+def test_decode_places_boxes_and_keypoints_around_their_anchor():
+    anchors = blazeface.anchors()
+    regressors = np.zeros((len(anchors), 16), np.float32)
+    logits = np.full(len(anchors), -10.0, np.float32)
+    regressors[100, :4] = [9.6, -9.6, 38.4, 19.2]  # centre offset and size in input pixels
+    regressors[100, 4:6] = [-9.6, 0.0]  # first keypoint
+    logits[100] = 5.0
+    points, scores = blazeface.decode(regressors, logits, anchors, min_score=0.5)
+    assert len(points) == 1 and scores[0] == pytest.approx(1 / (1 + math.exp(-5)))
+    centre = anchors[100] + [0.05, -0.05]
+    assert points[0, 0] == pytest.approx(centre - [0.1, 0.05])
+    assert points[0, 1] == pytest.approx(centre + [0.1, 0.05])
+    assert points[0, 2] == pytest.approx(anchors[100] + [-0.05, 0.0])
+
+
+def test_weighted_nms_merges_overlaps_and_keeps_separate_faces():
+    keypoints = ((0.0, 0.0),) * 6
+    merged = blazeface.weighted_nms(
+        [
+            blazeface.Detection((0, 0, 10, 10), keypoints, 0.9),
+            blazeface.Detection((1, 1, 11, 11), keypoints, 0.9),
+            blazeface.Detection((50, 50, 60, 60), keypoints, 0.8),
+        ]
+    )
+    assert len(merged) == 2
+    assert merged[0].box == pytest.approx((0.5, 0.5, 10.5, 10.5)) and merged[0].score == 0.9
+
+
+def test_small_images_get_one_tile_and_large_ones_a_grid():
+    assert len(blazeface.tiles(300, 200, blazeface.smallest_face(300, 200, 0.04))) == 1
+    grid = blazeface.tiles(4000, 3000, blazeface.smallest_face(4000, 3000, 0.04))
+    assert len(grid) > 7
+    sides = sorted({round(tile.side) for tile in grid})
+    assert sides[0] >= blazeface.INPUT_SIZE
+    # Every point of the image lies in some tile of the finest level.
+    finest = [tile for tile in grid if round(tile.side) == sides[0]]
+    for x, y in [(0, 0), (3999, 2999), (2000, 1500), (3999, 0)]:
+        assert any(t.left <= x <= t.left + t.side and t.top <= y <= t.top + t.side for t in finest)
+
+
+def test_faces_cut_by_an_inner_tile_edge_are_left_to_the_neighbour():
+    tile = blazeface.Tile(left=100, top=0, side=200, image_width=1000, image_height=200)
+    assert tile.touches_inner_edge((101, 50, 150, 100), margin=3)  # left edge is inside
+    assert tile.touches_inner_edge((250, 50, 299, 100), margin=3)  # so is the right one
+    assert not tile.touches_inner_edge((150, 0, 200, 60), margin=3)  # top edge is the image's
+
+
+def test_upright_face_undoes_roll_and_maps_points_back():
+    image = Image.new("RGB", (200, 200), (90, 90, 90))
+    box = (60.0, 60.0, 140.0, 140.0)
+    # Eyes on a line tilted by 30 degrees.
+    angle = math.radians(30)
+    right_eye = (100 - 20 * math.cos(angle), 90 - 20 * math.sin(angle))
+    left_eye = (100 + 20 * math.cos(angle), 90 + 20 * math.sin(angle))
+    assert align.roll_radians(right_eye, left_eye) == pytest.approx(angle)
+    face = align.upright_face(image, box, right_eye, left_eye)
+    side = face.pixels.shape[0]
+    assert face.pixels.shape == (side, side, 3)
+    assert face.to_image(side / 2, side / 2) == pytest.approx((100.0, 100.0))
+    # A step along the region's x axis follows the eye line in the image.
+    x, y = face.to_image(side / 2 + 10, side / 2)
+    assert math.atan2(y - 100, x - 100) == pytest.approx(angle)
+
+
+def test_face_ids_are_pure_and_faces_numbered_left_to_right():
+    keypoints = ((0.0, 0.0),) * 6
+    faces = face_entries(
+        "ab" * 32,
+        [
+            blazeface.Detection((50, 0, 60, 10), keypoints, 0.9),
+            blazeface.Detection((10, 0, 20, 10), keypoints, 0.8),
+        ],
+    )
+    assert [face["box"]["left"] for face in faces] == [10, 50]
+    assert faces[1]["face_id"] == face_id("ab" * 32, 1) != face_id("ab" * 32, 0)
+    assert len(face_id("ab" * 32, 0)) == 32
+
+
+def _gallery():
+    return match.Gallery.from_faces(
+        [("bob", np.full(128, 0.1)), ("ann", np.zeros(128)), ("bob", np.full(128, 0.2))]
+    )
+
+
+def test_nearest_person_within_threshold():
+    gallery = _gallery()
+    assert gallery.people == ("ann", "bob")
+    found = match.nearest_people(gallery, np.stack([np.full(128, 0.19), np.full(128, 5.0)]), 0.5)
+    assert found[0][0] == "bob" and found[0][1] == pytest.approx(np.sqrt(128) * 0.01, rel=1e-4)
+    assert found[1][0] is None and found[1][1] > 0.5
+    assert (
+        match.nearest_people(match.Gallery.empty(), np.zeros((2, 128)), 0.5) == [(None, None)] * 2
+    )
+
+
+def test_clusters_link_close_faces_and_are_named_by_their_smallest_id():
+    rng = np.random.default_rng(1)
+    person_a, person_b = rng.normal(size=128), rng.normal(size=128)
+    embeddings = np.stack(
+        [person_a, person_a + 0.01, person_b, person_b + 0.01, person_b - 0.01]
+    ).astype(np.float32)
+    clusters = match.cluster_faces(["f3", "f1", "f9", "f2", "f5"], embeddings, 0.5)
+    assert clusters == {"f3": "f1", "f1": "f1", "f9": "f2", "f2": "f2", "f5": "f2"}
+
+
+def test_gallery_lists_person_folders_only(tmp_path):
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "1.jpg").write_bytes(b"x")
+    (tmp_path / "ann" / "notes.txt").write_bytes(b"x")
+    (tmp_path / "ann" / ".hidden.jpg").write_bytes(b"x")
+    (tmp_path / "loose.jpg").write_bytes(b"x")
+    assert match.list_gallery(str(tmp_path)) == [("ann", str(tmp_path / "ann" / "1.jpg"))]
+
+
+def test_face_rows_join_every_face_step():
+    entry = ManifestEntry("p/a.jpg", "p", "a.jpg", "v1", "/c/a.jpg", "ab" * 32, 10)
+    face = {
+        "face_index": 0,
+        "face_id": "id0",
+        "box": {"left": 1.0, "top": 2.0, "right": 3.0, "bottom": 4.0},
+        "keypoints": [],
+        "score": 0.9,
+    }
+    record = ImageRecord(
+        entry=entry,
+        results={
+            "facedetection": {"model": "det", "faces": [face]},
+            "facecrop": {"crops": [{"face_index": 0, "uri": "/c/x.jpg", "landmarks": []}]},
+            "faceprint": {
+                "model": "emb",
+                "embeddings": [{"face_index": 0, "embedding": [0.5] * 128}],
+            },
+            "facematch": {"matches": [{"face_index": 0, "person": None, "distance": 0.7}]},
+        },
+    )
+    (row,) = face_rows(record, {"id0": "cluster-x"})
+    assert (row["crop_uri"], row["embedding_model"], row["cluster_id"]) == (
+        "/c/x.jpg",
+        "emb",
+        "cluster-x",
+    )
+    assert row["person"] is None and row["distance"] == 0.7 and row["source_path"] == "p/a.jpg"
+    assert face_rows(ImageRecord(entry=entry), {}) == []
