@@ -22,6 +22,7 @@ from apache_beam.runners.runner import PipelineResult
 from beam_pipeline import local_runner
 from transforms import paths, storage
 from transforms.corpus import ReadCorpus, manifest_shards
+from transforms.records import ImageRecord
 from transforms.steps import ERRORS, RECORDS, Step, StepContext
 from transforms.steps.registry import (
     DEFAULT_DEFINITION,
@@ -199,8 +200,13 @@ def build_graph(pipeline: beam.Pipeline, plan: RunPlan):
     context = plan.context
     corpus = pipeline | "ReadCorpus" >> ReadCorpus(context.corpus_root, context.corpus_version)
     records, errors, extras = corpus[RECORDS], [corpus[ERRORS]], {}
-    *steps, terminal = zip(_labels(plan.transforms, plan.steps), plan.transforms, strict=False)
-    for label, transform in steps:
+    labelled = list(zip(_labels(plan.transforms, plan.steps), plan.transforms, strict=True))
+    *steps, terminal = labelled
+    last_pixel_step = max(i for i, step in enumerate(plan.steps) if step.needs_pixels)
+    for index, (label, transform) in enumerate(steps):
+        if index == last_pixel_step + 1:
+            # Later steps read only results: shed the pixels before they cross workers.
+            records = records | "ReleasePixels" >> beam.Map(ImageRecord.without_pixels)
         outputs = records | label >> transform
         records = outputs[RECORDS]
         errors.append(outputs[ERRORS])

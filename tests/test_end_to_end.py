@@ -195,6 +195,17 @@ def test_readme_duckdb_queries_work(small_corpus):
       SELECT step, error_type, path, message
       FROM read_parquet('{metadata}/errors/*/*.parquet', hive_partitioning = false)""").fetchall()
     assert {row[2] for row in errors} == set(image_factory.BAD_FILES)
+    faces = duckdb.sql(f"""
+      SELECT source_path, face_index, person, round(distance, 3) AS distance, cluster_id, crop_uri
+      FROM read_parquet('{metadata}/faces/*/*.parquet', hive_partitioning = false)
+      ORDER BY person NULLS LAST, cluster_id""").fetchall()
+    assert faces == []  # generated gradients have no faces
+    labels = duckdb.sql(f"""
+      SELECT source_path, labels[1].label AS best_label, ocr.text
+      FROM (SELECT source_path, generalclassification.labels AS labels, ocr
+            FROM read_parquet('{metadata}/images/*/*.parquet', hive_partitioning = false))
+      """).fetchall()
+    assert len(labels) == len(image_factory.GOOD_FILES) and all(row[1] for row in labels)
 
 
 def test_a_moved_corpus_still_runs(small_corpus, tmp_path):

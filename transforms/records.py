@@ -69,6 +69,10 @@ class ImageRecord:
     results: dict[str, Any] = dataclasses.field(default_factory=dict)
     artifacts: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    def without_pixels(self) -> ImageRecord:
+        """The record with only its metadata and results: cheap to move between workers."""
+        return dataclasses.replace(self, data=None, image=None, artifacts={})
+
     def with_result(self, step: str, result: Any, artifact: Any = None) -> ImageRecord:
         artifacts = self.artifacts if artifact is None else {**self.artifacts, step: artifact}
         return dataclasses.replace(

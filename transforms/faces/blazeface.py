@@ -24,7 +24,7 @@ STRIDE = 4
 MODEL_FILE = "face_detection_full_range.tflite"
 # MediaPipe uses 0.6; at 0.6 a motorcycle headlamp passes as a face.
 DEFAULT_MIN_SCORE = 0.7
-DEFAULT_MIN_FACE_FRACTION = 0.04
+DEFAULT_MIN_FACE_FRACTION = 0.05
 MIN_FACE_PIXELS = 20
 NMS_IOU = 0.3
 # Keypoints in the model's order.

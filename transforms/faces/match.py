@@ -198,19 +198,19 @@ class _LargestFace(beam.DoFn):
 
     def process(self, record: ImageRecord):
         embeddings = record.results.get(StepName.FACE_PRINT)
+        faces = record.results.get(StepName.FACE_DETECTION, {}).get("faces")
         if embeddings is None:
-            return  # an earlier step failed on this photo and reported why
-        faces = record.results[StepName.FACE_DETECTION]["faces"]
-        if not faces:
+            pass  # an earlier step failed on this photo and reported why
+        elif not faces:
             error = NoGalleryFaceError("no face found in this gallery photo")
             step = _gallery(StepName.FACE_MATCH)
             yield beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.for_entry(record.entry, step, error))
-            return
-        largest = max(faces, key=_area)["face_index"]
-        vector = next(
-            e["embedding"] for e in embeddings["embeddings"] if e["face_index"] == largest
-        )
-        yield record.entry.set_path, np.asarray(vector, np.float32)
+        else:
+            largest = max(faces, key=_area)["face_index"]
+            vector = next(
+                e["embedding"] for e in embeddings["embeddings"] if e["face_index"] == largest
+            )
+            yield record.entry.set_path, np.asarray(vector, np.float32)
 
 
 class _BuildGallery(beam.PTransform):

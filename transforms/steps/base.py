@@ -64,6 +64,8 @@ class Step:
         transform_spec: the versioned transform it writes, if any.
         terminal: consumes `{"records", "errors"}` and writes the tables.
         description: one line for `imaginem steps`.
+        needs_pixels: reads the image's pixels, bytes or artifacts; once no later
+            step does, records travel without them.
     """
 
     name: str
@@ -75,6 +77,7 @@ class Step:
     transform_spec: Callable[[StepContext], TransformSpec] | None = None
     terminal: bool = False
     description: str = ""
+    needs_pixels: bool = True
 
 
 class Outcome(enum.StrEnum):

@@ -141,5 +141,6 @@ STEP = Step(
     build=_build,
     depends_on=(StepName.DECODE,),
     terminal=True,
+    needs_pixels=False,
     description="write the images, faces and errors tables (always last)",
 )

@@ -162,5 +162,6 @@ STEPS = [
         result_type=match.RESULT_TYPE,
         add_options=_match_options,
         description="match faces to a --gallery of people; cluster unknown faces",
+        needs_pixels=False,
     ),
 ]

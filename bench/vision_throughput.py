@@ -1,0 +1,252 @@
+"""Images per second of the full vision step list, against the model-bound floor.
+
+The floor is the same models called in a plain Python loop over the same images,
+in as many processes as the pipeline has workers, each process loading its models
+once. Both include process start-up and model loading. The two are run
+alternately, several times, and medians are compared.
+
+    python -m bench.vision_throughput --images 240 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from beam_pipeline.run import run
+from transforms import classify, ocr
+from transforms.decode import DEFAULT_MAX_PIXELS, decode_image
+from transforms.faces import align, blazeface, crop, detection, embed
+from transforms.ingest import ingest_drop, read_manifest
+from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
+
+STEPS = "generalclassification,ocr,facedetection,facecrop,faceprint,facematch,pipelineoutput"
+
+
+def make_drop(folder: Path, images: int, seed: int = 7) -> None:
+    """Edited copies of the sample photos and text pages: crops, sizes, flips, tilts."""
+    sources_dir = folder.parent / "sources"
+    sources = [
+        Image.open(path).convert("RGB")
+        for path in sorted(build_sample_corpus(str(sources_dir)))
+        if path.endswith((".png", ".jpg"))
+    ]
+    rng = np.random.default_rng(seed)
+    for index in range(images):
+        image = sources[index % len(sources)]
+        width, height = image.size
+        keep = rng.uniform(0.75, 1.0)
+        left = rng.uniform(0, 1 - keep) * width
+        top = rng.uniform(0, 1 - keep) * height
+        edited = image.crop((left, top, left + keep * width, top + keep * height))
+        longest = int(rng.integers(480, 1025))
+        scale = longest / max(edited.size)
+        edited = edited.resize((round(edited.width * scale), round(edited.height * scale)))
+        if rng.random() < 0.5:
+            edited = edited.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        edited = edited.rotate(rng.uniform(-5, 5), resample=Image.Resampling.BICUBIC)
+        target = folder / f"set{index % 8}" / f"image{index:04d}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        edited.save(target, format="JPEG", quality=88)
+
+
+class PeakMemory:
+    """Peak summed RSS of this process and its descendants, sampled every 100 ms."""
+
+    def __init__(self) -> None:
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak_bytes = max(self.peak_bytes, _tree_rss(os.getpid()))
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def _tree_rss(pid: int) -> int:
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+        pending += _children(current)
+    return total
+
+
+def _floor_worker(uris: list[str]) -> dict[str, list[float]]:
+    """One process of the floor: load every model once, then loop over the images."""
+    classifier, reader = classify.EfficientNetLite0(), ocr.RapidOcr()
+    detector, aligner, embedder = (
+        blazeface.BlazeFaceFullRange(),
+        crop.DlibAligner(),
+        embed.DlibResNet(),
+    )
+    models = [(m, m.load()) for m in (classifier, reader, detector, aligner, embedder)]
+    (_, classifier_m), (_, reader_m), (_, detector_m), (_, aligner_m), (_, embedder_m) = models
+    timings: dict[str, list[float]] = {
+        name: [] for name in ("decode", "classify", "ocr", "detect", "align", "embed")
+    }
+
+    def timed(name, function, *args):
+        started = time.perf_counter()
+        value = function(*args)
+        timings[name].append(time.perf_counter() - started)
+        return value
+
+    for uri in uris:
+        with open(uri, "rb") as handle:
+            data = handle.read()
+        image = timed("decode", decode_image, data, DEFAULT_MAX_PIXELS, False).image
+        bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+        timed("classify", classifier.predict, classifier_m, [classify.preprocess(image)])
+        timed("ocr", reader.predict, reader_m, [bgr])
+        search = blazeface.face_search(image, blazeface.DEFAULT_MIN_FACE_FRACTION)
+        (faces,) = timed("detect", detector.predict, detector_m, [search])
+        upright = [
+            align.upright_face(
+                image,
+                tuple(face["box"][side] for side in ("left", "top", "right", "bottom")),
+                detection.keypoint(face, "right_eye"),
+                detection.keypoint(face, "left_eye"),
+            )
+            for face in detection.face_entries("0" * 64, faces)
+        ]
+        (aligned,) = timed("align", aligner.predict, aligner_m, [upright])
+        timed("embed", embedder.predict, embedder_m, [[face.chip for face in aligned]])
+    return timings
+
+
+def run_floor(uris: list[str], processes: int) -> tuple[float, dict[str, list[float]]]:
+    shares = [uris[i::processes] for i in range(processes)]
+    started = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        results = pool.map(_floor_worker, shares)
+    elapsed = time.perf_counter() - started
+    merged: dict[str, list[float]] = {}
+    for timings in results:
+        for name, values in timings.items():
+            merged.setdefault(name, []).extend(values)
+    return elapsed, merged
+
+
+def run_pipeline(root: str, gallery: str, processes: int) -> tuple[float, dict]:
+    shutil.rmtree(os.path.join(root, "transform"), ignore_errors=True)
+    started = time.perf_counter()
+    result = run(
+        [
+            "--corpus",
+            root,
+            "--version",
+            "v1",
+            "--steps",
+            STEPS,
+            "--gallery",
+            gallery,
+            "--direct_num_workers",
+            str(processes),
+            "--direct_running_mode",
+            "multi_processing",
+        ]
+    )
+    elapsed = time.perf_counter() - started
+    batches = {}
+    for distribution in result.metrics().query()["distributions"]:
+        key = distribution.key.metric
+        if key.name in ("inference_batch_latency_micro_secs", "inference_request_batch_size"):
+            value = distribution.committed
+            entry = batches.setdefault(key.namespace, {})
+            entry[key.name] = {"count": value.count, "mean": value.sum / max(value.count, 1)}
+    return elapsed, batches
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=240)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=os.cpu_count())
+    parser.add_argument("--work-dir", help="keep the corpus here (default: a temp folder)")
+    args = parser.parse_args(argv)
+
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="imaginem-bench-"))
+    drop, root, gallery = work / "drop", str(work / "corpus"), str(work / "gallery")
+    if not drop.exists():
+        make_drop(drop, args.images)
+        build_sample_gallery(str(work / "sources"), gallery)
+    ingest_drop(str(drop), root, "v1")
+    uris = [entry.uri for entry in read_manifest(root, "v1")]
+    classify.onnx_model_path()  # the one-time export is not part of either measurement
+
+    floors, pipelines, floor_memory, pipeline_memory = [], [], [], []
+    floor_timings, batches = {}, {}
+    for repeat in range(args.repeats):
+        with PeakMemory() as memory:
+            elapsed, floor_timings = run_floor(uris, args.processes)
+        floors.append(elapsed)
+        floor_memory.append(memory.peak_bytes)
+        with PeakMemory() as memory:
+            elapsed, batches = run_pipeline(root, gallery, args.processes)
+        pipelines.append(elapsed)
+        pipeline_memory.append(memory.peak_bytes)
+        print(
+            f"repeat {repeat + 1}: floor {floors[-1]:.1f}s, pipeline {pipelines[-1]:.1f}s",
+            file=sys.stderr,
+        )
+
+    floor_rate = len(uris) / statistics.median(floors)
+    pipeline_rate = len(uris) / statistics.median(pipelines)
+    report = {
+        "images": len(uris),
+        "processes": args.processes,
+        "floor_seconds": [round(s, 1) for s in floors],
+        "pipeline_seconds": [round(s, 1) for s in pipelines],
+        "floor_images_per_second": round(floor_rate, 2),
+        "pipeline_images_per_second": round(pipeline_rate, 2),
+        "pipeline_to_floor": round(pipeline_rate / floor_rate, 3),
+        "floor_peak_rss_mib": round(max(floor_memory) / 2**20),
+        "pipeline_peak_rss_mib": round(max(pipeline_memory) / 2**20),
+        "floor_median_ms_per_image": {
+            name: round(statistics.median(values) * 1000, 1)
+            for name, values in floor_timings.items()
+            if values
+        },
+        "pipeline_batches": batches,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
