@@ -12,5 +12,5 @@ fi
 "$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-nodeps.txt
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 
-"$VENV/bin/ruff" check beam_pipeline transforms tests
+"$VENV/bin/ruff" check beam_pipeline transforms tests bench
 "$VENV/bin/python" -m pytest -q "$@"
