@@ -139,7 +139,7 @@ def _floor_worker(uris: list[str]) -> dict[str, list[float]]:
         upright = [
             align.upright_face(
                 image,
-                tuple(face["box"][side] for side in ("left", "top", "right", "bottom")),
+                detection.box_of(face),
                 detection.keypoint(face, "right_eye"),
                 detection.keypoint(face, "left_eye"),
             )

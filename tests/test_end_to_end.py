@@ -3,35 +3,19 @@
 import hashlib
 import os
 
-import pyarrow.dataset as ds
 import pytest
 
 from beam_pipeline.cli import main
 from beam_pipeline.run import run
 from beam_pipeline.summary import step_counters
 from tests import image_factory
+from tests.corpus_files import files_under, table_rows
 from transforms import paths, schemas, tables
 from transforms.sample_corpus import build_sample_corpus
 
 
-def _table(root, table, corpus_version=None):
-    # Every file carries its partition columns, so no partitioning scheme is needed.
-    rows = ds.dataset(paths.metadata_dir(root, table)).to_table().to_pylist()
-    if corpus_version:
-        rows = [row for row in rows if row["corpus_version"] == corpus_version]
-    return rows
-
-
 def _run(root, version="v1", *extra):
     return run(["--corpus", root, "--version", version, *extra])
-
-
-def _files_under(folder):
-    return {
-        os.path.join(dirpath, name): os.stat(os.path.join(dirpath, name)).st_mtime_ns
-        for dirpath, _, names in os.walk(folder)
-        for name in names
-    }
 
 
 @pytest.fixture(scope="module")
@@ -63,19 +47,19 @@ def test_ingest_and_run_twice_leaves_each_image_once(sample_drop, tmp_path, caps
     summary = capsys.readouterr().out
     assert "decode           16 processed, 0 failed" in summary
     assert f"images table     16 rows in {root}/metadata/images/corpus_version=v1" in summary
-    thumbnails = _files_under(os.path.join(root, "transform"))
-    first_images = _table(root, schemas.IMAGES)
+    thumbnails = files_under(os.path.join(root, "transform"))
+    first_images = table_rows(root, schemas.IMAGES)
 
     result = _run(root, "v1", "--steps", "thumbnail")
     counters = step_counters(result)
     assert counters["thumbnail"]["skipped_existing"] == image_count
     assert counters["thumbnail"].get("processed", 0) == 0
-    assert _files_under(os.path.join(root, "transform")) == thumbnails
+    assert files_under(os.path.join(root, "transform")) == thumbnails
 
-    images = _table(root, schemas.IMAGES)
+    images = table_rows(root, schemas.IMAGES)
     assert sorted(images, key=str) == sorted(first_images, key=str)
     assert len({row["source_path"] for row in images}) == len(images) == image_count
-    assert _table(root, schemas.ERRORS) == []
+    assert table_rows(root, schemas.ERRORS) == []
     astronaut = next(row for row in images if row["source_path"].endswith("astronaut.png"))
     assert astronaut["tags"] == ["people", "astronaut"]
     assert (astronaut["width"], astronaut["height"], astronaut["format"]) == (512, 512, "PNG")
@@ -83,16 +67,16 @@ def test_ingest_and_run_twice_leaves_each_image_once(sample_drop, tmp_path, caps
         assert hashlib.sha256(handle.read()).hexdigest() == astronaut["image_sha256"]
     assert astronaut["thumbnail"]["uri"] in thumbnails
     assert len(thumbnails) == image_count
-    sets = _table(root, schemas.IMAGE_SETS)
+    sets = table_rows(root, schemas.IMAGE_SETS)
     assert sum(row["image_count"] for row in sets) == image_count
-    assert {row["transform_version"] for row in _table(root, schemas.TRANSFORMS)} == {"1"}
+    assert {row["transform_version"] for row in table_rows(root, schemas.TRANSFORMS)} == {"1"}
 
 
 def test_new_versions_go_next_to_the_old(sample_drop, tmp_path):
     root = str(tmp_path / "corpus")
     assert main(["ingest", sample_drop, "--corpus", root, "--version", "v1"]) == 0
     _run(root, "v1", "--steps", "thumbnail")
-    old_thumbnails = _files_under(os.path.join(root, "transform", "thumbnail", "1"))
+    old_thumbnails = files_under(os.path.join(root, "transform", "thumbnail", "1"))
 
     _run(
         root,
@@ -104,15 +88,19 @@ def test_new_versions_go_next_to_the_old(sample_drop, tmp_path):
         "--thumbnail-max-side",
         "64",
     )
-    assert _files_under(os.path.join(root, "transform", "thumbnail", "1")) == old_thumbnails
-    images = _table(root, schemas.IMAGES)
+    assert files_under(os.path.join(root, "transform", "thumbnail", "1")) == old_thumbnails
+    images = table_rows(root, schemas.IMAGES)
     assert {row["thumbnail"]["transform_version"] for row in images} == {"small"}
     assert max(max(r["thumbnail"]["width"], r["thumbnail"]["height"]) for r in images) == 64
-    assert len(_table(root, schemas.TRANSFORMS)) == 2
+    assert len(table_rows(root, schemas.TRANSFORMS)) == 2
 
     assert main(["ingest", sample_drop, "--corpus", root, "--version", "v2"]) == 0
     _run(root, "v2", "--steps", "thumbnail")
-    assert len(_table(root, schemas.IMAGES, "v1")) == len(_table(root, schemas.IMAGES, "v2")) == 16
+    assert (
+        len(table_rows(root, schemas.IMAGES, "v1"))
+        == len(table_rows(root, schemas.IMAGES, "v2"))
+        == 16
+    )
     assert os.path.isdir(
         os.path.join(root, "transform", "thumbnail", "1", "people", "astronaut", "v2")
     )
@@ -127,7 +115,7 @@ def test_awkward_inputs_land_in_images_or_errors(tmp_path):
     result = _run(root)
     assert result.state == "DONE"
 
-    images = {row["source_path"]: row for row in _table(root, schemas.IMAGES)}
+    images = {row["source_path"]: row for row in table_rows(root, schemas.IMAGES)}
     assert set(images) == set(image_factory.GOOD_FILES)
     assert (images["camera/rotated.jpg"]["width"], images["camera/rotated.jpg"]["height"]) == (
         48,
@@ -140,20 +128,22 @@ def test_awkward_inputs_land_in_images_or_errors(tmp_path):
     assert images["root-level.png"]["set_path"] == "" and images["root-level.png"]["tags"] == []
     assert all(row["thumbnail"] is not None for row in images.values())
 
-    errors = {(row["path"], row["step"], row["error_type"]) for row in _table(root, schemas.ERRORS)}
+    errors = {
+        (row["path"], row["step"], row["error_type"]) for row in table_rows(root, schemas.ERRORS)
+    }
     expected = {(path, "decode", error) for path, (_, error) in image_factory.BAD_FILES.items()}
     expected |= {
         ("bad/outside.jpg", "ingest", "RejectedAtIngestError"),
         ("outside-folder", "ingest", "RejectedAtIngestError"),
     }
     assert errors == expected
-    assert all(row["message"] for row in _table(root, schemas.ERRORS))
+    assert all(row["message"] for row in table_rows(root, schemas.ERRORS))
 
     # Nothing outside the drop was copied or hashed.
     with open(secret, "rb") as handle:
         secret_hash = hashlib.sha256(handle.read()).hexdigest()
-    assert secret_hash not in {row["image_sha256"] for row in _table(root, schemas.MANIFEST)}
-    assert not any("secret" in path for path in _files_under(root))
+    assert secret_hash not in {row["image_sha256"] for row in table_rows(root, schemas.MANIFEST)}
+    assert not any("secret" in path for path in files_under(root))
 
 
 def test_a_step_module_adds_a_column(small_corpus, capsys):
@@ -175,7 +165,7 @@ def test_a_step_module_adds_a_column(small_corpus, capsys):
         f"grayscale        {len(image_factory.GOOD_FILES)} processed, 0 failed"
         in capsys.readouterr().out
     )
-    images = _table(small_corpus, schemas.IMAGES)
+    images = table_rows(small_corpus, schemas.IMAGES)
     assert len(images) == len(image_factory.GOOD_FILES)
     assert all(0 <= row["grayscale"]["mean"] <= 255 for row in images)
     assert all(row["thumbnail"] is None for row in images)
@@ -212,6 +202,6 @@ def test_a_moved_corpus_still_runs(small_corpus, tmp_path):
     moved = str(tmp_path / "moved")
     os.rename(small_corpus, moved)
     _run(moved, "v1", "--steps", "thumbnail")
-    images = _table(moved, schemas.IMAGES)
+    images = table_rows(moved, schemas.IMAGES)
     assert len(images) == len(image_factory.GOOD_FILES)
     assert all(row["uri"].startswith(moved + "/original/") for row in images)

@@ -5,30 +5,18 @@ import io
 import json
 import os
 
-import pyarrow.dataset as ds
 import pytest
 from PIL import Image
 
 from beam_pipeline.cli import main
 from beam_pipeline.run import run
 from beam_pipeline.summary import step_counters
-from transforms import paths, schemas
+from tests.corpus_files import files_under, table_rows
+from transforms import schemas
 from transforms.faces.table import FACES
 from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
 
 RENDERED = "documents/rendered/"
-
-
-def _rows(root, table):
-    return ds.dataset(paths.metadata_dir(root, table)).to_table().to_pylist()
-
-
-def _files_under(folder):
-    return {
-        os.path.join(dirpath, name): os.stat(os.path.join(dirpath, name)).st_mtime_ns
-        for dirpath, _, names in os.walk(folder)
-        for name in names
-    }
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +29,7 @@ def sample_run(tmp_path_factory):
     assert main(["ingest", drop, "--corpus", root, "--version", "v1"]) == 0
     result = run(["--corpus", root, "--version", "v1", "--gallery", gallery])
     assert result.state == "DONE"
-    images = {row["source_path"]: row for row in _rows(root, schemas.IMAGES)}
+    images = {row["source_path"]: row for row in table_rows(root, schemas.IMAGES)}
     return {"drop": drop, "gallery": gallery, "root": root, "images": images}
 
 
@@ -54,7 +42,7 @@ def test_every_result_names_its_model_and_step_version(sample_run):
         for step in ("generalclassification", "ocr", "facedetection", "facecrop", "faceprint"):
             assert row[step]["step_version"] == "1", (row["source_path"], step)
             assert row[step]["model"], (row["source_path"], step)
-    assert _rows(sample_run["root"], schemas.ERRORS) == []
+    assert table_rows(sample_run["root"], schemas.ERRORS) == []
 
 
 def test_classification_top5(sample_run):
@@ -113,7 +101,7 @@ def test_ocr_reads_rendered_text(sample_run):
 
 
 def test_faces_table_matches_gallery_and_clusters_the_rest(sample_run):
-    faces = {row["source_path"]: row for row in _rows(sample_run["root"], FACES)}
+    faces = {row["source_path"]: row for row in table_rows(sample_run["root"], FACES)}
     assert set(faces) == {"people/astronaut/astronaut.png", "people/photographer/camera.png"}
     astronaut = faces["people/astronaut/astronaut.png"]
     assert astronaut["person"] == "eileen-collins" and astronaut["distance"] < 0.5
@@ -127,15 +115,15 @@ def test_faces_table_matches_gallery_and_clusters_the_rest(sample_run):
 
 def test_rerun_rewrites_nothing_and_duplicates_nothing(sample_run):
     root = sample_run["root"]
-    transforms_before = _files_under(os.path.join(root, "transform"))
-    faces_before = _rows(root, FACES)
+    transforms_before = files_under(os.path.join(root, "transform"))
+    faces_before = table_rows(root, FACES)
     result = run(["--corpus", root, "--version", "v1", "--gallery", sample_run["gallery"]])
     counters = step_counters(result)
     assert counters["facecrop"]["crops_skipped_existing"] == 2
     assert counters["facecrop"].get("crops_written", 0) == 0
-    assert _files_under(os.path.join(root, "transform")) == transforms_before
-    assert sorted(_rows(root, FACES), key=str) == sorted(faces_before, key=str)
-    assert len(_rows(root, schemas.IMAGES)) == len(sample_run["images"])
+    assert files_under(os.path.join(root, "transform")) == transforms_before
+    assert sorted(table_rows(root, FACES), key=str) == sorted(faces_before, key=str)
+    assert len(table_rows(root, schemas.IMAGES)) == len(sample_run["images"])
 
 
 def _jpeg(image, quality):
@@ -174,7 +162,7 @@ def test_the_same_face_matches_after_edits_and_strangers_cluster(tmp_path, sampl
         == "DONE"
     )
 
-    faces = _rows(root, FACES)
+    faces = table_rows(root, FACES)
     by_path = {}
     for face in faces:
         by_path.setdefault(face["source_path"], []).append(face)

@@ -47,6 +47,19 @@ class ManifestEntry:
     def tags(self) -> list[str]:
         return paths.tags_of(self.set_path)
 
+    def transform_uri(
+        self, corpus_root: str, transform_name: str, transform_version: str, file_name: str
+    ) -> str:
+        """Where a transform of this file goes: beside its set path and corpus version."""
+        return paths.transform_uri(
+            corpus_root,
+            transform_name,
+            transform_version,
+            self.set_path,
+            self.corpus_version,
+            file_name,
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class ImageRecord:

@@ -114,6 +114,14 @@ def write_bytes_atomically(uri: str, data: bytes, overwrite: bool = True) -> Non
     write_atomically(uri, lambda handle: handle.write(data), overwrite)
 
 
+def write_unless_exists(uri: str, make: Callable[[], bytes]) -> bool:
+    """Writes `make()` to `uri` unless something is there; True if it wrote."""
+    if exists(uri):
+        return False
+    write_bytes_atomically(uri, make())
+    return True
+
+
 def list_files(folder: str, pattern: str = "*") -> list[str]:
     """Paths of the files directly in `folder` matching `pattern`; [] if none."""
     glob = folder.rstrip("/") + "/" + pattern

@@ -20,7 +20,7 @@ from PIL import Image
 
 from transforms import paths, storage
 from transforms.faces import align, dlib_models
-from transforms.faces.detection import POINT, keypoint
+from transforms.faces.detection import POINT, box_of, keypoint
 from transforms.inference import LocalModel, RunModelOnImages
 from transforms.records import ImageRecord, ManifestEntry, StepName
 
@@ -101,7 +101,7 @@ def _prepare(record: ImageRecord) -> list[align.UprightFace]:
     return [
         align.upright_face(
             record.image,
-            tuple(face["box"][side] for side in ("left", "top", "right", "bottom")),
+            box_of(face),
             keypoint(face, "right_eye"),
             keypoint(face, "left_eye"),
         )
@@ -117,19 +117,13 @@ def write_chip(
     transform_version: str,
 ) -> str:
     """Writes a chip unless it exists; returns its URI either way."""
-    uri = paths.transform_uri(
-        corpus_root,
-        TRANSFORM_NAME,
-        transform_version,
-        entry.set_path,
-        entry.corpus_version,
-        crop_name(entry.file_name, face_index),
+    uri = entry.transform_uri(
+        corpus_root, TRANSFORM_NAME, transform_version, crop_name(entry.file_name, face_index)
     )
-    if storage.exists(uri):
-        Metrics.counter(StepName.FACE_CROP, "crops_skipped_existing").inc()
-    else:
-        storage.write_bytes_atomically(uri, encode_chip(chip))
-        Metrics.counter(StepName.FACE_CROP, "crops_written").inc()
+    wrote = storage.write_unless_exists(uri, lambda: encode_chip(chip))
+    Metrics.counter(
+        StepName.FACE_CROP, "crops_written" if wrote else "crops_skipped_existing"
+    ).inc()
     return uri
 
 

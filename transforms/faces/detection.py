@@ -63,6 +63,11 @@ def face_entries(image_sha256: str, detections: list[blazeface.Detection]) -> li
     ]
 
 
+def box_of(face: dict[str, Any]) -> tuple[float, float, float, float]:
+    box = face["box"]
+    return box["left"], box["top"], box["right"], box["bottom"]
+
+
 def keypoint(face: dict[str, Any], name: str) -> tuple[float, float]:
     point = next(p for p in face["keypoints"] if p["name"] == name)
     return point["x"], point["y"]

@@ -59,19 +59,12 @@ def make_thumbnail(
 ) -> tuple[ImageRecord, Outcome]:
     """Writes one thumbnail unless it exists; records where it is either way."""
     entry = record.entry
-    uri = paths.transform_uri(
-        corpus_root,
-        TRANSFORM_NAME,
-        transform_version,
-        entry.set_path,
-        entry.corpus_version,
-        thumbnail_name(entry.file_name),
+    uri = entry.transform_uri(
+        corpus_root, TRANSFORM_NAME, transform_version, thumbnail_name(entry.file_name)
     )
     size = thumbnail_size(record.image.width, record.image.height, max_side)
-    outcome = Outcome.SKIPPED_EXISTING
-    if not storage.exists(uri):
-        storage.write_bytes_atomically(uri, encode_thumbnail(record.image, size, quality))
-        outcome = Outcome.PROCESSED
+    wrote = storage.write_unless_exists(uri, lambda: encode_thumbnail(record.image, size, quality))
+    outcome = Outcome.PROCESSED if wrote else Outcome.SKIPPED_EXISTING
     result = {
         "step_version": STEP_VERSION,
         "transform_version": transform_version,

@@ -1,0 +1,24 @@
+"""Reading back what a run wrote: files with their modification times, table rows."""
+
+import os
+
+import pyarrow.dataset as ds
+
+from transforms import paths
+
+
+def files_under(folder):
+    """path -> mtime of every file below `folder`: equal before and after = nothing rewritten."""
+    return {
+        os.path.join(dirpath, name): os.stat(os.path.join(dirpath, name)).st_mtime_ns
+        for dirpath, _, names in os.walk(folder)
+        for name in names
+    }
+
+
+def table_rows(root, table, corpus_version=None):
+    # Every file carries its partition columns, so no partitioning scheme is needed.
+    rows = ds.dataset(paths.metadata_dir(root, table)).to_table().to_pylist()
+    if corpus_version:
+        rows = [row for row in rows if row["corpus_version"] == corpus_version]
+    return rows
