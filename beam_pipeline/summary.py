@@ -7,8 +7,10 @@ from collections import defaultdict
 from apache_beam.runners.runner import PipelineResult
 
 from transforms import paths, schemas
+from transforms.faces.match import GALLERY_STEP
+from transforms.faces.table import FACES
 from transforms.records import INGEST_STEP, READ_STEP, StepName
-from transforms.steps.output import ERROR_ROWS, IMAGE_ROWS
+from transforms.steps.output import ERROR_ROWS, FACE_ROWS, IMAGE_ROWS
 
 _SKIPPED_EXISTING = "skipped_existing"
 
@@ -29,6 +31,11 @@ def _describe(counters: dict[str, int]) -> str:
     if counters.get("skipped_upstream_failed"):
         parts.append(f"{counters['skipped_upstream_failed']} skipped (earlier step failed)")
     parts.append(f"{counters.get('failed', 0)} failed")
+    if "faces_matched" in counters or "faces_unmatched" in counters:
+        parts.append(
+            f"faces: {counters.get('faces_matched', 0)} matched a known person, "
+            f"{counters.get('faces_unmatched', 0)} not"
+        )
     return ", ".join(parts)
 
 
@@ -44,7 +51,12 @@ def summarize(
     for step in steps:
         if step != StepName.PIPELINE_OUTPUT:
             lines.append(f"  {step:<16} {_describe(counters.get(step, {}))}")
-    for table, rows in ((schemas.IMAGES, IMAGE_ROWS), (schemas.ERRORS, ERROR_ROWS)):
+    for namespace in sorted(n for n in counters if n.startswith(f"{GALLERY_STEP}.")):
+        lines.append(f"  {namespace:<16} {_describe(counters[namespace])}")
+    tables = [(schemas.IMAGES, IMAGE_ROWS), (schemas.ERRORS, ERROR_ROWS)]
+    if StepName.FACE_DETECTION in steps:
+        tables.insert(1, (FACES, FACE_ROWS))
+    for table, rows in tables:
         location = paths.partition_dir(corpus_root, table, corpus_version=corpus_version)
         lines.append(f"  {table + ' table':<16} {output.get(rows, 0)} rows in {location}")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from beam_pipeline.cli import main
 from beam_pipeline.run import run
-from beam_pipeline.summary import step_counters
+from beam_pipeline.summary import step_counters, summarize
 from tests.corpus_files import files_under, table_rows
 from transforms import schemas
 from transforms.faces.table import FACES
@@ -30,7 +30,7 @@ def sample_run(tmp_path_factory):
     result = run(["--corpus", root, "--version", "v1", "--gallery", gallery])
     assert result.state == "DONE"
     images = {row["source_path"]: row for row in table_rows(root, schemas.IMAGES)}
-    return {"drop": drop, "gallery": gallery, "root": root, "images": images}
+    return {"drop": drop, "gallery": gallery, "root": root, "images": images, "result": result}
 
 
 def _labels(row):
@@ -111,6 +111,14 @@ def test_faces_table_matches_gallery_and_clusters_the_rest(sample_run):
         assert chip.size == (150, 150)
     camera = faces["people/photographer/camera.png"]
     assert camera["person"] == "photographer"
+
+
+def test_summary_counts_faces_and_the_gallery(sample_run):
+    steps = ["decode", "facedetection", "facematch", "pipelineoutput"]
+    summary = summarize(sample_run["result"], sample_run["root"], "v1", steps)
+    assert "faces: 2 matched a known person, 0 not" in summary
+    assert "gallery.facedetection 2 processed, 0 failed" in summary
+    assert "faces table      2 rows in" in summary
 
 
 def test_rerun_rewrites_nothing_and_duplicates_nothing(sample_run):
