@@ -115,8 +115,9 @@ def _floor_worker(uris: list[str]) -> dict[str, list[float]]:
         crop.DlibAligner(),
         embed.DlibResNet(),
     )
-    models = [(m, m.load()) for m in (classifier, reader, detector, aligner, embedder)]
-    (_, classifier_m), (_, reader_m), (_, detector_m), (_, aligner_m), (_, embedder_m) = models
+    classifier_m, reader_m, detector_m, aligner_m, embedder_m = (
+        model.load() for model in (classifier, reader, detector, aligner, embedder)
+    )
     timings: dict[str, list[float]] = {
         name: [] for name in ("decode", "classify", "ocr", "detect", "align", "embed")
     }

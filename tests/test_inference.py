@@ -7,6 +7,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from tests.conftest import make_test_pipeline
+from transforms.faces.match import _ReadGallery
 from transforms.inference import LocalModel, RunModelOnImages
 from transforms.records import ImageRecord, ManifestEntry
 from transforms.steps import ERRORS, RECORDS
@@ -95,3 +96,20 @@ def test_fake_model_is_checked_for_its_packages():
     with pytest.raises(ValueError, match=r"needs-things needs no-such-dist: install") as raised:
         _Needs.check_installed()
     assert "numpy" not in str(raised.value)  # only what is missing is named
+
+
+def test_an_unreadable_gallery_photo_becomes_an_error_row(tmp_path):
+    readable = tmp_path / "ann" / "1.jpg"
+    readable.parent.mkdir()
+    readable.write_bytes(b"bytes")
+    pipeline = make_test_pipeline()
+    read = (
+        pipeline
+        | beam.Create([("ann", str(readable)), ("bob", str(tmp_path / "bob" / "gone.jpg"))])
+        | beam.ParDo(_ReadGallery("v1")).with_outputs(ERRORS, main=RECORDS)
+    )
+    records = read[RECORDS] | "Paths" >> beam.Map(lambda r: (r.entry.source_path, r.entry.bytes))
+    assert_that(records, equal_to([("gallery:ann/1.jpg", 5)]), label="records")
+    errors = read[ERRORS] | "Errors" >> beam.Map(lambda e: (e.path, e.step))
+    assert_that(errors, equal_to([("gallery:bob/gone.jpg", "gallery.read")]), label="errors")
+    pipeline.run().wait_until_finish()

@@ -147,6 +147,9 @@ def test_the_same_face_matches_after_edits_and_strangers_cluster(tmp_path, sampl
     astronaut = Image.open(os.path.join(sample_run["drop"], "people/astronaut/astronaut.png"))
     astronaut = astronaut.convert("RGB")
     astronaut.save(gallery / "eileen-collins" / "original.png")
+    (gallery / "nobody").mkdir()
+    coffee = os.path.join(sample_run["drop"], "food/coffee/coffee.png")
+    Image.open(coffee).save(gallery / "nobody" / "coffee.png")
     camera = Image.open(os.path.join(sample_run["drop"], "people/photographer/camera.png"))
     camera = camera.convert("RGB")
     edits = {
@@ -170,7 +173,12 @@ def test_the_same_face_matches_after_edits_and_strangers_cluster(tmp_path, sampl
         == "DONE"
     )
 
+    errors = table_rows(root, schemas.ERRORS)
+    assert [(e["path"], e["step"]) for e in errors] == [
+        ("gallery:nobody/coffee.png", "gallery.facematch")
+    ]
     faces = table_rows(root, FACES)
+    assert "nobody" not in {face["person"] for face in faces}
     by_path = {}
     for face in faces:
         by_path.setdefault(face["source_path"], []).append(face)

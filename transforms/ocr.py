@@ -51,12 +51,11 @@ def text_lines(output: Any, min_score: float) -> list[TextLine]:
     """RapidOCR's output -> lines in reading order, weak lines dropped."""
     if output.txts is None:
         return []
-    lines = [
+    return [
         TextLine(text, float(score), [(float(x), float(y)) for x, y in box])
         for text, score, box in zip(output.txts, output.scores, output.boxes, strict=True)
         if score >= min_score and text.strip()
     ]
-    return lines
 
 
 def ocr_result(lines: list[TextLine]) -> dict[str, Any]:

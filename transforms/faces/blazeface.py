@@ -223,7 +223,7 @@ def merge_tiles(
                 continue
             keypoints = tuple((float(x), float(y)) for x, y in face_points[2:])
             candidates.append(Detection(tuple(float(v) for v in box), keypoints, float(score)))
-    return sorted(weighted_nms(candidates), key=lambda d: (d.box[0], d.box[1]))
+    return weighted_nms(candidates)
 
 
 def model_path() -> str:

@@ -76,7 +76,7 @@ def _attach(record: ImageRecord, embeddings: np.ndarray) -> ImageRecord:
             for crop, vector in zip(crops, embeddings, strict=True)
         ],
     }
-    return record.with_result(StepName.FACE_PRINT, result, artifact=embeddings)
+    return record.with_result(StepName.FACE_PRINT, result)
 
 
 @dataclasses.dataclass(eq=False)

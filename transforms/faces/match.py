@@ -27,7 +27,7 @@ from transforms.faces.crop import CropFaces
 from transforms.faces.detection import DetectFaces
 from transforms.faces.embed import EmbedFaces
 from transforms.ingest import is_image_name
-from transforms.records import ErrorRecord, ImageRecord, ManifestEntry, StepName
+from transforms.records import READ_STEP, ErrorRecord, ImageRecord, ManifestEntry, StepName
 from transforms.steps.base import ERRORS, RECORDS
 from transforms.steps.decode import DecodeImages
 
@@ -165,19 +165,33 @@ def list_gallery(gallery_root: str) -> list[tuple[str, str]]:
     return sorted(found)
 
 
-def _gallery_record(person_and_uri: tuple[str, str], corpus_version: str) -> ImageRecord:
-    person, uri = person_and_uri
-    data = storage.read_bytes(uri)
-    entry = ManifestEntry(
-        source_path=f"gallery:{person}/{uri.rsplit('/', 1)[-1]}",
-        set_path=person,
-        file_name=uri.rsplit("/", 1)[-1],
-        corpus_version=corpus_version,
-        uri=uri,
-        image_sha256=hashlib.sha256(data).hexdigest(),
-        bytes=len(data),
-    )
-    return ImageRecord(entry=entry, data=data)
+class _ReadGallery(beam.DoFn):
+    """(person, uri) -> a record of the photo's bytes, or an error row if unreadable."""
+
+    def __init__(self, corpus_version: str) -> None:
+        self._corpus_version = corpus_version
+
+    def process(self, person_and_uri: tuple[str, str]):
+        person, uri = person_and_uri
+        file_name = uri.rsplit("/", 1)[-1]
+        entry = ManifestEntry(
+            source_path=f"gallery:{person}/{file_name}",
+            set_path=person,
+            file_name=file_name,
+            corpus_version=self._corpus_version,
+            uri=uri,
+            image_sha256="",
+            bytes=0,
+        )
+        try:
+            data = storage.read_bytes(uri)
+        except Exception as error:  # noqa: BLE001 - reported; the run goes on
+            step = _gallery(READ_STEP)
+            yield beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.for_entry(entry, step, error))
+        else:
+            sha256 = hashlib.sha256(data).hexdigest()
+            entry = dataclasses.replace(entry, image_sha256=sha256, bytes=len(data))
+            yield ImageRecord(entry=entry, data=data)
 
 
 class NoGalleryFaceError(ValueError):
@@ -226,8 +240,10 @@ class _BuildGallery(beam.PTransform):
 
     def expand(self, pipeline):
         listed = pipeline | "ListGallery" >> beam.Create(self._gallery_images)
-        records = listed | "ReadGallery" >> beam.Map(_gallery_record, self._corpus_version)
-        decoded = records | "Decode" >> DecodeImages(step=_gallery(StepName.DECODE))
+        read = listed | "ReadGallery" >> beam.ParDo(
+            _ReadGallery(self._corpus_version)
+        ).with_outputs(ERRORS, main=RECORDS)
+        decoded = read[RECORDS] | "Decode" >> DecodeImages(step=_gallery(StepName.DECODE))
         detect = dataclasses.replace(
             self._detect,
             min_score=min(self._detect.min_score, GALLERY_MIN_SCORE),
@@ -247,6 +263,7 @@ class _BuildGallery(beam.PTransform):
             | "Gallery" >> beam.Map(Gallery.from_faces)
         )
         errors = (
+            read[ERRORS],
             decoded[ERRORS],
             detected[ERRORS],
             cropped[ERRORS],
