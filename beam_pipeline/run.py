@@ -161,7 +161,6 @@ def plan_run(argv: list[str] | None) -> RunPlan:
         options=args,
         expected_images=_count_images(corpus_root, args.version),
         step_columns={s.name: s.result_type for s in registry.values() if s.result_type},
-        planned_steps=tuple(step.name for step in steps),
     )
     try:
         transforms = [step.build(context) for step in steps]

@@ -53,10 +53,11 @@ def summarize(
             lines.append(f"  {step:<16} {_describe(counters.get(step, {}))}")
     for namespace in sorted(n for n in counters if n.startswith(f"{GALLERY_STEP}.")):
         lines.append(f"  {namespace:<16} {_describe(counters[namespace])}")
-    tables = [(schemas.IMAGES, IMAGE_ROWS), (schemas.ERRORS, ERROR_ROWS)]
-    if StepName.FACE_DETECTION in steps:
-        tables.insert(1, (FACES, FACE_ROWS))
-    for table, rows in tables:
+    for table, rows in (
+        (schemas.IMAGES, IMAGE_ROWS),
+        (FACES, FACE_ROWS),
+        (schemas.ERRORS, ERROR_ROWS),
+    ):
         location = paths.partition_dir(corpus_root, table, corpus_version=corpus_version)
         lines.append(f"  {table + ' table':<16} {output.get(rows, 0)} rows in {location}")
     return "\n".join(lines)

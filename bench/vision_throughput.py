@@ -5,7 +5,7 @@ in as many processes as the pipeline has workers, each process loading its model
 once. Both include process start-up and model loading. The two are run
 alternately, several times, and medians are compared.
 
-    python -m bench.vision_throughput --images 240 --repeats 3
+    python -m bench.vision_throughput --images 240 --repeats 2
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def _floor_worker(uris: list[str]) -> dict[str, list[float]]:
                 detection.keypoint(face, "right_eye"),
                 detection.keypoint(face, "left_eye"),
             )
-            for face in detection.face_entries("0" * 64, faces)
+            for face in detection.face_entries("0" * 64, "", faces)
         ]
         (aligned,) = timed("align", aligner.predict, aligner_m, [upright])
         timed("embed", embedder.predict, embedder_m, [[face.chip for face in aligned]])

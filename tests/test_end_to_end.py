@@ -47,6 +47,7 @@ def test_ingest_and_run_twice_leaves_each_image_once(sample_drop, tmp_path, caps
     summary = capsys.readouterr().out
     assert "decode           16 processed, 0 failed" in summary
     assert f"images table     16 rows in {root}/metadata/images/corpus_version=v1" in summary
+    assert f"faces table      0 rows in {root}/metadata/faces/corpus_version=v1" in summary
     thumbnails = files_under(os.path.join(root, "transform"))
     first_images = table_rows(root, schemas.IMAGES)
 

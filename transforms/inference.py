@@ -17,6 +17,7 @@ import dataclasses
 import importlib.util
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ from apache_beam.ml.inference.base import (
 )
 
 from transforms.records import ErrorRecord, ImageRecord
-from transforms.steps.base import ERRORS, RECORDS
+from transforms.steps.base import ERRORS, RECORDS, upstream_failed
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,6 +46,14 @@ def model_cache_dir() -> Path:
     base = Path(configured) if configured else Path.home() / ".cache" / "imaginem" / "models"
     base.mkdir(parents=True, exist_ok=True)
     return base
+
+
+def packaged_file(package: str, distribution: str, *parts: str) -> str:
+    """A data file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"{distribution} is not installed")
+    return os.path.join(spec.submodule_search_locations[0], *parts)
 
 
 class LocalModel(abc.ABC):
@@ -100,7 +109,19 @@ class _PredictionFailed(Exception):
         self.error = error
 
 
-class _LocalModelHandler(ModelHandler[_Example, PredictionResult, Any]):
+class _LoadedModel:
+    """A loaded model and the lock that serialises calls to it.
+
+    Beam shares one loaded model between a worker's threads; LiteRT interpreters and
+    dlib's networks must not be called from two threads at once.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.lock = threading.Lock()
+
+
+class _LocalModelHandler(ModelHandler[_Example, PredictionResult, _LoadedModel]):
     """Adapts a `LocalModel` to Beam; one bad input never fails its batch.
 
     If a batch fails, each input is retried alone and only the inputs that fail
@@ -111,20 +132,21 @@ class _LocalModelHandler(ModelHandler[_Example, PredictionResult, Any]):
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
         self._model = model
 
-    def load_model(self) -> Any:
+    def load_model(self) -> _LoadedModel:
         started = time.perf_counter()
-        loaded = self._model.load()
+        loaded = _LoadedModel(self._model.load())
         LOGGER.debug("Loaded %s in %.1fs", self._model.model_id, time.perf_counter() - started)
         return loaded
 
     def run_inference(
-        self, batch: Sequence[_Example], model: Any, inference_args: dict | None = None
+        self, batch: Sequence[_Example], model: _LoadedModel, inference_args: dict | None = None
     ) -> Iterable[PredictionResult]:
         inputs = [example.model_input for example in batch]
-        try:
-            predictions = self._model.predict(model, inputs)
-        except Exception:  # noqa: BLE001 - retried one by one below
-            predictions = [self._predict_one(model, model_input) for model_input in inputs]
+        with model.lock:
+            try:
+                predictions = self._model.predict(model.model, inputs)
+            except Exception:  # noqa: BLE001 - retried one by one below
+                predictions = [self._predict_one(model.model, one) for one in inputs]
         return [
             PredictionResult(example, prediction, self._model.model_id)
             for example, prediction in zip(batch, predictions, strict=True)
@@ -160,7 +182,7 @@ class _Prepare(beam.DoFn):
         self._skipped = Metrics.counter(self._step, "skipped_upstream_failed")
 
     def process(self, record: ImageRecord):
-        if record.image is None or any(record.results.get(s) is None for s in self._requires):
+        if upstream_failed(record, needs_pixels=True, requires=self._requires):
             self._skipped.inc()
             yield beam.pvalue.TaggedOutput(RECORDS, record)
             return

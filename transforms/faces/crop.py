@@ -87,7 +87,8 @@ class DlibAligner(LocalModel):
             for face in faces:
                 shape = loaded(face.pixels, dlib.rectangle(*face.face_box))
                 chip = dlib.get_face_chip(face.pixels, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
-                landmarks = [face.to_image(point.x, point.y) for point in shape.parts()]
+                # dlib gives pixel indices; their centres are at index + 0.5.
+                landmarks = [face.to_image(p.x + 0.5, p.y + 0.5) for p in shape.parts()]
                 chips.append(AlignedFace(np.asarray(chip), landmarks))
             aligned.append(chips)
         return aligned
@@ -178,6 +179,7 @@ class CropFaces(beam.PTransform):
 
     corpus_root: str | None
     transform_version: str = DEFAULT_TRANSFORM_VERSION
+    detector: str = ""  # DetectFaces.settings(): chips are numbered by its faces
     step: str = StepName.FACE_CROP  # metrics namespace and error rows
 
     def __post_init__(self) -> None:
@@ -192,6 +194,7 @@ class CropFaces(beam.PTransform):
             "format": "JPEG",
             "quality": JPEG_QUALITY,
             "aligner": dlib_models.ALIGNER_ID,
+            "detector": self.detector,
         }
 
     def expand(self, records):

@@ -36,22 +36,37 @@ FACE = pa.struct(
     ]
 )
 RESULT_TYPE = pa.struct(
-    [("step_version", pa.string()), ("model", pa.string()), ("faces", pa.list_(FACE))]
+    [
+        ("step_version", pa.string()),
+        ("model", pa.string()),
+        ("detector", pa.string()),
+        ("faces", pa.list_(FACE)),
+    ]
 )
 
 
-def face_id(image_sha256: str, face_index: int) -> str:
-    """A face's identity: a pure function of the image and the detector's version."""
-    key = f"{image_sha256}/{blazeface.MODEL_ID}/{STEP_VERSION}/{face_index}"
+def detector_settings(min_score: float, min_face_fraction: float) -> str:
+    """Everything that decides which faces are found, and so how they are numbered."""
+    return (
+        f"{blazeface.MODEL_ID}/step-{STEP_VERSION}/min-score-{min_score:g}"
+        f"/min-size-{min_face_fraction:g}"
+    )
+
+
+def face_id(image_sha256: str, detector: str, face_index: int) -> str:
+    """A face's identity: a pure function of the image and the detector settings."""
+    key = f"{image_sha256}/{detector}/{face_index}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def face_entries(image_sha256: str, detections: list[blazeface.Detection]) -> list[dict[str, Any]]:
+def face_entries(
+    image_sha256: str, detector: str, detections: list[blazeface.Detection]
+) -> list[dict[str, Any]]:
     left_to_right = sorted(detections, key=lambda d: (d.box[0], d.box[1]))
     return [
         {
             "face_index": index,
-            "face_id": face_id(image_sha256, index),
+            "face_id": face_id(image_sha256, detector, index),
             "box": dict(zip(("left", "top", "right", "bottom"), detection.box, strict=True)),
             "keypoints": [
                 {"name": name, "x": x, "y": y}
@@ -77,11 +92,14 @@ def _prepare(record: ImageRecord, min_face_fraction: float) -> blazeface.FaceSea
     return blazeface.face_search(record.image, min_face_fraction)
 
 
-def _attach(record: ImageRecord, detections: list[blazeface.Detection]) -> ImageRecord:
+def _attach(
+    record: ImageRecord, detections: list[blazeface.Detection], detector: str
+) -> ImageRecord:
     result = {
         "step_version": STEP_VERSION,
         "model": blazeface.MODEL_ID,
-        "faces": face_entries(record.entry.image_sha256, detections),
+        "detector": detector,
+        "faces": face_entries(record.entry.image_sha256, detector, detections),
     }
     return record.with_result(StepName.FACE_DETECTION, result)
 
@@ -116,11 +134,14 @@ class DetectFaces(beam.PTransform):
             )
         blazeface.BlazeFaceFullRange.check_installed()
 
+    def settings(self) -> str:
+        return detector_settings(self.min_score, self.min_face_fraction)
+
     def expand(self, records):
         return records | RunModelOnImages(
             self.step,
             blazeface.BlazeFaceFullRange(self.min_score, self.threads),
             prepare=functools.partial(_prepare, min_face_fraction=self.min_face_fraction),
-            attach=_attach,
+            attach=functools.partial(_attach, detector=self.settings()),
             max_batch_size=4,
         )

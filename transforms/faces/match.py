@@ -24,7 +24,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import storage
 from transforms.faces.crop import CropFaces
-from transforms.faces.detection import DetectFaces
+from transforms.faces.detection import DetectFaces, box_of
 from transforms.faces.embed import EmbedFaces
 from transforms.ingest import is_image_name
 from transforms.records import READ_STEP, ErrorRecord, ImageRecord, ManifestEntry, StepName
@@ -203,8 +203,8 @@ def _gallery(step: str) -> str:
 
 
 def _area(face: dict) -> float:
-    box = face["box"]
-    return (box["right"] - box["left"]) * (box["bottom"] - box["top"])
+    left, top, right, bottom = box_of(face)
+    return (right - left) * (bottom - top)
 
 
 class _LargestFace(beam.DoFn):

@@ -34,7 +34,6 @@ class StepContext:
     options: argparse.Namespace = dataclasses.field(default_factory=argparse.Namespace)
     expected_images: int = 0  # manifest size, to size outputs
     step_columns: Mapping[str, pa.DataType] = dataclasses.field(default_factory=dict)
-    planned_steps: tuple[str, ...] = ()  # the resolved pipeline definition
 
     def option(self, name: str, default: Any = None) -> Any:
         return getattr(self.options, name, default)
@@ -88,6 +87,13 @@ class Outcome(enum.StrEnum):
 ImageFunction = Callable[[ImageRecord], tuple[ImageRecord, Outcome]]
 
 
+def upstream_failed(record: ImageRecord, needs_pixels: bool, requires: tuple[str, ...]) -> bool:
+    """An earlier step failed on this image (and reported why): skip it."""
+    if needs_pixels and record.image is None:
+        return True
+    return any(record.results.get(step) is None for step in requires)
+
+
 class _ApplyToEachImage(beam.DoFn):
     """Runs a plain per-image function, counting outcomes and catching failures."""
 
@@ -105,11 +111,6 @@ class _ApplyToEachImage(beam.DoFn):
         self._needs_pixels = needs_pixels
         self._requires = requires
 
-    def _upstream_failed(self, record: ImageRecord) -> bool:
-        if self._needs_pixels and record.image is None:
-            return True
-        return any(record.results.get(step) is None for step in self._requires)
-
     def setup(self) -> None:
         self._counters = {
             name: Metrics.counter(self._step, name)
@@ -118,7 +119,7 @@ class _ApplyToEachImage(beam.DoFn):
         self._latency = Metrics.distribution(self._step, "latency_ms")
 
     def process(self, record: ImageRecord):
-        if self._upstream_failed(record):
+        if upstream_failed(record, self._needs_pixels, self._requires):
             # An earlier step already failed on this image and reported why.
             self._counters["skipped_upstream_failed"].inc()
             yield record

@@ -51,7 +51,7 @@ def _error_key(row) -> str:
 
 @dataclasses.dataclass(eq=False)
 class WriteParquetTables(beam.PTransform):
-    """Replaces the corpus version's partitions of `images` and `errors`.
+    """Replaces the corpus version's partitions of `images`, `faces` and `errors`.
 
     Input is a dict with `records` and `errors`, and `face_clusters` when the run
     clusters faces.
@@ -61,7 +61,6 @@ class WriteParquetTables(beam.PTransform):
         corpus_version: the partition (`corpus_version=<v>`) this run owns.
         step_columns: step name -> Arrow type of its result column.
         expected_images: images in the version, to size the shards.
-        write_faces: also replace the `faces` partition (the run detects faces).
 
     Returns:
         A dict of PCollections of the shard files written, by table.
@@ -71,7 +70,6 @@ class WriteParquetTables(beam.PTransform):
     corpus_version: str
     step_columns: Mapping[str, pa.DataType]
     expected_images: int = 0
-    write_faces: bool = False
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -105,10 +103,9 @@ class WriteParquetTables(beam.PTransform):
                 shards,
             )
         )
-        written = {schemas.IMAGES: images, schemas.ERRORS: errors}
-        if self.write_faces:
-            written[FACES] = self._write_faces(outputs, shards)
-        return written
+        # Always replaced, empty if no face step ran: faces never outlive their images rows.
+        faces = self._write_faces(outputs, shards)
+        return {schemas.IMAGES: images, FACES: faces, schemas.ERRORS: errors}
 
     def _write_faces(self, outputs, shards: int):
         if FACE_CLUSTERS in outputs:
@@ -131,7 +128,6 @@ def _build(context: StepContext) -> WriteParquetTables:
         corpus_version=context.corpus_version,
         step_columns=context.step_columns,
         expected_images=context.expected_images,
-        write_faces=StepName.FACE_DETECTION in context.planned_steps,
     )
 
 

@@ -65,6 +65,7 @@ def _build_crop(context: StepContext) -> crop.CropFaces:
     return crop.CropFaces(
         corpus_root=context.corpus_root,
         transform_version=context.option("facecrop_version", crop.DEFAULT_TRANSFORM_VERSION),
+        detector=_build_detection(context).settings(),
     )
 
 
