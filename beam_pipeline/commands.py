@@ -12,10 +12,18 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from tqdm import tqdm
 
+from beam_pipeline import azure_options
 from beam_pipeline import run as run_command
 from beam_pipeline.summary import summarize
 from transforms import paths
-from transforms.ingest import DEFAULT_MAX_PARALLEL, IngestReport, ingest_drop
+from transforms.blob_upload import BlobContainer
+from transforms.ingest import (
+    DEFAULT_MAX_PARALLEL,
+    DEFAULT_MAX_PARALLEL_METADATA,
+    BlobDestination,
+    IngestReport,
+    ingest_drop,
+)
 from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
 from transforms.steps.registry import load_registry
 from transforms.storage import absolute_root
@@ -44,6 +52,10 @@ def _print_ingest_report(report: IngestReport, root: str) -> None:
         f"{len(report.failed)} failed, {report.ignored} ignored (not images or hidden); "
         f"{report.image_sets} image sets"
     )
+    if report.retries:
+        print(f"{report.retries} transient storage failure(s) were retried")
+    if report.table_rows:
+        print(f"{report.table_rows} ImageSets row(s) written to Azure Table Storage")
     if report.failed:
         print(f"{len(report.failed)} file(s) failed:")
         for failure in report.failed:
@@ -65,17 +77,51 @@ def ingest(argv: list[str]) -> int:
         default=DEFAULT_MAX_PARALLEL,
         help="files copied at once (default %(default)s)",
     )
+    parser.add_argument(
+        "--max-parallel-metadata",
+        type=_positive_int,
+        default=DEFAULT_MAX_PARALLEL_METADATA,
+        help="Azure Table writes at once (default %(default)s)",
+    )
+    azure_options.add_arguments(parser)
     args = parser.parse_args(argv)
-    # Beam's filesystems read their credentials from the environment.
-    FileSystems.set_options(PipelineOptions([]))
     try:
         args.corpus = absolute_root(args.corpus)
         paths.check_version(args.version)
+        azure = azure_options.resolve(args, args.corpus)
     except ValueError as error:
         parser.error(str(error))
     if not os.path.isdir(args.drop_dir):
         parser.error(f"drop folder {args.drop_dir!r} does not exist or is not a folder")
-    report = ingest_drop(args.drop_dir, args.corpus, args.version, args.max_parallel, _progress_bar)
+    # Beam's filesystems (manifest and tables) find their credentials in the environment.
+    FileSystems.set_options(PipelineOptions(azure_options.beam_flags_for(azure.access)))
+    destination = None
+    if azure.access is not None:
+        from azure.core.exceptions import AzureError
+
+        container = BlobContainer(azure.access, args.corpus)
+        try:
+            container.create_container()
+            if azure.tables is not None:
+                azure.tables.create_all()
+        except AzureError as error:
+            print(
+                f"imaginem ingest: error: cannot reach account {azure.access.account}: "
+                f"{type(error).__name__}: {str(error).splitlines()[0]}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        destination = BlobDestination(container)
+    report = ingest_drop(
+        args.drop_dir,
+        args.corpus,
+        args.version,
+        args.max_parallel,
+        _progress_bar,
+        destination=destination,
+        azure_tables=azure.tables,
+        max_parallel_metadata=args.max_parallel_metadata,
+    )
     _print_ingest_report(report, args.corpus)
     return EXIT_OK if report.ok else EXIT_FAILED
 

@@ -19,8 +19,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
-from beam_pipeline import local_runner
-from transforms import paths, storage
+from beam_pipeline import azure_options, local_runner
+from transforms import azure_tables, paths, storage
 from transforms.corpus import ReadCorpus, manifest_shards
 from transforms.records import ImageRecord
 from transforms.steps import ERRORS, RECORDS, Step, StepContext
@@ -31,7 +31,7 @@ from transforms.steps.registry import (
     parse_definition,
     resolve_steps,
 )
-from transforms.transform_table import register_transform
+from transforms.transform_table import register_transform, transform_row
 
 LOGGER = logging.getLogger("imaginem")
 
@@ -81,6 +81,7 @@ def build_parser(registry: dict[str, Step]) -> argparse.ArgumentParser:
         default=[],
         help="import extra steps from this module (repeatable)",
     )
+    azure_options.add_arguments(parser)
     for step in registry.values():
         if step.add_options:
             step.add_options(parser.add_argument_group(f"{step.name} step"))
@@ -106,6 +107,19 @@ def unknown_beam_flags(flags: list[str]) -> list[str]:
     except SystemExit as error:  # Beam's own parser exits on a bad value
         raise UsageError(f"invalid Beam flag value in: {' '.join(flags)}") from error
     return strays + sorted(f"--{name}" for name in everything if name not in known)
+
+
+def _prepare_azure_tables(tables: azure_tables.AzureTables) -> None:
+    """Creates the tables now: a bad credential fails here, not in a worker."""
+    from azure.core.exceptions import AzureError
+
+    try:
+        tables.create_all()
+    except AzureError as error:
+        raise UsageError(
+            f"cannot reach Azure Table Storage in account {tables.access.account}: "
+            f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        ) from error
 
 
 def _count_images(corpus_root: str, corpus_version: str) -> int:
@@ -138,6 +152,10 @@ def plan_run(argv: list[str] | None) -> RunPlan:
     except StepDefinitionError as error:
         raise UsageError(str(error)) from error
     args, beam_flags = build_parser(registry).parse_known_args(argv)
+    try:
+        azure_options.check_beam_flags(beam_flags)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
     unknown = unknown_beam_flags(beam_flags)
     if unknown:
         raise UsageError(
@@ -151,16 +169,21 @@ def plan_run(argv: list[str] | None) -> RunPlan:
         raise UsageError(str(error)) from error
     try:
         corpus_root = storage.absolute_root(args.corpus)
+        azure = azure_options.resolve(args, corpus_root)
     except ValueError as error:
         raise UsageError(str(error)) from error
+    beam_flags = beam_flags + azure_options.beam_flags_for(azure.access)
     # Storage helpers run here, before the pipeline: give Beam's filesystems their options.
     FileSystems.set_options(PipelineOptions(beam_flags))
+    if azure.tables is not None:
+        _prepare_azure_tables(azure.tables)
     context = StepContext(
         corpus_root=corpus_root,
         corpus_version=args.version,
         options=args,
         expected_images=_count_images(corpus_root, args.version),
         step_columns={s.name: s.result_type for s in registry.values() if s.result_type},
+        azure_tables=azure.tables,
     )
     try:
         transforms = [step.build(context) for step in steps]
@@ -172,6 +195,11 @@ def plan_run(argv: list[str] | None) -> RunPlan:
             register_transform(context.corpus_root, spec)
         except ValueError as error:
             raise UsageError(str(error)) from error
+    if azure.tables is not None:
+        azure_tables.upsert(
+            azure.tables.table_client(azure_tables.IMAGE_TRANSFORMS),
+            [azure_tables.transform_entity(transform_row(spec)) for spec in specs],
+        )
     options = PipelineOptions(beam_flags)
     if local_runner.uses_default_runner(options):
         options = local_runner.with_local_defaults(options, beam_flags)

@@ -20,7 +20,7 @@ from transforms.parquet_sink import WriteTablePartition
 from transforms.records import ErrorRecord, ImageRecord
 from transforms.steps import ERRORS, RECORDS
 from transforms.steps.decode import DecodeImages, decode_record
-from transforms.steps.output import WriteParquetTables
+from transforms.steps.output import WriteTables
 from transforms.steps.thumbnail import RESULT_TYPE, MakeThumbnails, thumbnail_size
 
 BAD = image_factory.BAD_FILES
@@ -177,7 +177,7 @@ def test_write_parquet_tables_writes_images_and_errors(small_corpus):
         RECORDS: pipeline | "Records" >> beam.Create(records),
         ERRORS: pipeline | "Errors" >> beam.Create([error]),
     }
-    outputs | WriteParquetTables(small_corpus, "v1", {"thumbnail": RESULT_TYPE}, len(records))
+    outputs | WriteTables(small_corpus, "v1", {"thumbnail": RESULT_TYPE}, len(records))
     pipeline.run()
     images = ds.dataset(paths.metadata_dir(small_corpus, schemas.IMAGES)).to_table()
     assert sorted(images.column("source_path").to_pylist()) == sorted(GOOD)

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from transforms import paths, storage, tables
@@ -24,6 +25,15 @@ class RejectedAtIngestError(RuntimeError):
 
 def manifest_shards(corpus_root: str, corpus_version: str) -> list[str]:
     return storage.list_files(manifest_partition(corpus_root, corpus_version), tables.SHARD_PATTERN)
+
+
+def set_paths(corpus_root: str, corpus_version: str) -> tuple[str, ...]:
+    """Every set path of a version, read from its manifest's `set_path` column only."""
+    found: set[str] = set()
+    for shard in manifest_shards(corpus_root, corpus_version):
+        with storage.open_for_read(shard) as handle:
+            found.update(pq.read_table(handle, columns=["set_path"]).column(0).to_pylist())
+    return tuple(sorted(found))
 
 
 def read_original(entry: ManifestEntry) -> bytes:

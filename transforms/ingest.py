@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from transforms import paths, schemas, storage, tables
+from transforms.azure_tables import IMAGE_SETS, AzureTables, image_set_entity, upsert
+from transforms.blob_upload import BlobContainer
 from transforms.records import ManifestEntry
+from transforms.retry import DEFAULT_RETRY, RetryPolicy, call_with_retries
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 )
 DEFAULT_MAX_PARALLEL = 8
+DEFAULT_MAX_PARALLEL_METADATA = 4
 _CHUNK_BYTES = 1 << 20
 
 
@@ -56,6 +62,8 @@ class IngestReport:
     bytes_copied: int = 0
     failed: list[Rejected] = dataclasses.field(default_factory=list)
     image_sets: int = 0
+    retries: int = 0  # transient failures retried (each file's final outcome is above)
+    table_rows: int = 0  # ImageSets rows upserted in Azure Table Storage
 
     @property
     def ok(self) -> bool:
@@ -174,8 +182,60 @@ class ChangedDuringIngestError(RuntimeError):
     """The source file changed between hashing and copying."""
 
 
+def _copy_into(handle, drop_file: DropFile, sha256: str) -> None:
+    digest = hashlib.sha256()
+    with _open_source(drop_file) as source:
+        for chunk in _chunks(source):
+            digest.update(chunk)
+            handle.write(chunk)
+    if digest.hexdigest() != sha256:
+        raise ChangedDuringIngestError("file changed while it was being ingested")
+
+
+class FileSystemDestination:
+    """Originals written through Beam's filesystems (a local folder, gs://, ...)."""
+
+    def stored_sha256(self, uri: str, recorded: str | None) -> str | None:
+        """The hash of what is at `uri` (`recorded` in the manifest, if any), or None."""
+        if not storage.exists(uri):
+            return None
+        return recorded or sha256_of_uri(uri)
+
+    def write_new(self, uri: str, drop_file: DropFile, sha256: str) -> bool:
+        """Writes the file unless something is at `uri`; False if something was."""
+        try:
+            storage.write_atomically(
+                uri, lambda handle: _copy_into(handle, drop_file, sha256), overwrite=False
+            )
+        except FileExistsError:
+            return False
+        return True
+
+
+class BlobDestination:
+    """Originals uploaded to an Azure container with `azure-storage-blob`."""
+
+    def __init__(self, container: BlobContainer) -> None:
+        self._container = container
+
+    def stored_sha256(self, uri: str, recorded: str | None) -> str | None:
+        return self._container.stored_sha256(uri)
+
+    def write_new(self, uri: str, drop_file: DropFile, sha256: str) -> bool:
+        buffer = io.BytesIO()
+        _copy_into(buffer, drop_file, sha256)
+        return self._container.upload_new(uri, buffer.getvalue(), sha256)
+
+
+Destination = FileSystemDestination | BlobDestination
+
+
 def copy_one(
-    drop_file: DropFile, root: str, corpus_version: str, known: dict[str, str]
+    drop_file: DropFile,
+    root: str,
+    corpus_version: str,
+    known: dict[str, str],
+    destination: Destination,
 ) -> tuple[ManifestEntry, bool]:
     """Copies one file into the corpus unless it is already there.
 
@@ -184,6 +244,9 @@ def copy_one(
 
     Returns:
         The manifest entry and whether bytes were copied (False: already present).
+
+    Raises:
+        ContentConflictError: different bytes are already stored under its path.
     """
     uri = paths.original_uri(root, drop_file.set_path, corpus_version, drop_file.file_name)
     sha256, size = sha256_of_file(drop_file)
@@ -196,35 +259,20 @@ def copy_one(
         image_sha256=sha256,
         bytes=size,
     )
-    if storage.exists(uri):
-        _check_same_content(uri, sha256, corpus_version, known.get(uri))
-        return entry, False
-
-    def write(handle) -> None:
-        digest = hashlib.sha256()
-        with _open_source(drop_file) as source:
-            for chunk in _chunks(source):
-                digest.update(chunk)
-                handle.write(chunk)
-        if digest.hexdigest() != sha256:
-            raise ChangedDuringIngestError("file changed while it was being ingested")
-
-    try:
-        storage.write_atomically(uri, write, overwrite=False)
-    except FileExistsError:
-        # Another writer got there first (a concurrent ingest, or a name that a
-        # case-insensitive store folds onto this one).
-        _check_same_content(uri, sha256, corpus_version, None)
-        return entry, False
-    return entry, True
-
-
-def _check_same_content(uri: str, sha256: str, corpus_version: str, known: str | None) -> None:
-    if (known or sha256_of_uri(uri)) != sha256:
+    stored = destination.stored_sha256(uri, known.get(uri))
+    if stored is None:
+        if destination.write_new(uri, drop_file, sha256):
+            return entry, True
+        # Another writer got there first: a concurrent ingest, a name that a
+        # case-insensitive store folds onto this one, or an earlier attempt of this
+        # upload whose response was lost.
+        stored = destination.stored_sha256(uri, None)
+    if stored != sha256:
         raise ContentConflictError(
             f"{uri} already holds different content in version {corpus_version}; "
             "ingest the changed drop as a new version"
         )
+    return entry, False
 
 
 def _rejected_entry(rejected: Rejected, corpus_version: str) -> ManifestEntry:
@@ -277,6 +325,10 @@ def ingest_drop(
     corpus_version: str,
     max_parallel: int = DEFAULT_MAX_PARALLEL,
     progress: Callable[[int], Callable[[], None]] | None = None,
+    destination: Destination | None = None,
+    retry_policy: RetryPolicy = DEFAULT_RETRY,
+    azure_tables: AzureTables | None = None,
+    max_parallel_metadata: int = DEFAULT_MAX_PARALLEL_METADATA,
 ) -> IngestReport:
     """Copies a drop into `root` as `corpus_version` and records its tables.
 
@@ -286,13 +338,18 @@ def ingest_drop(
         corpus_version: the version this drop becomes.
         max_parallel: files copied at once.
         progress: given the file count, returns a callback run once per file.
+        destination: where originals are written (default: Beam's filesystems).
+        retry_policy: how transient storage failures are retried, per file.
+        azure_tables: also record the version's ImageSets there.
+        max_parallel_metadata: Azure Table transactions at once.
 
     Returns:
         Counts and every file that failed, with its reason.
     """
     paths.check_version(corpus_version)
-    if max_parallel < 1:
-        raise ValueError(f"max_parallel must be at least 1, got {max_parallel}")
+    if max_parallel < 1 or max_parallel_metadata < 1:
+        raise ValueError("max_parallel and max_parallel_metadata must be at least 1")
+    destination = destination or FileSystemDestination()
     scan = scan_drop(drop_dir)
     previous = {entry.source_path: entry for entry in read_manifest(root, corpus_version)}
     known = {entry.uri: entry.image_sha256 for entry in previous.values() if entry.uri}
@@ -301,21 +358,25 @@ def ingest_drop(
         path: entry for path, entry in previous.items() if not entry.rejected_reason
     }
     tick = progress(len(scan.files)) if progress else (lambda: None)
+    retried = itertools.count(1)
+
+    def copy_with_retries(drop_file: DropFile) -> tuple[ManifestEntry, bool]:
+        return call_with_retries(
+            lambda: copy_one(drop_file, root, corpus_version, known, destination),
+            retry_policy,
+            on_retry=lambda error: next(retried),
+        )
+
     pool = ThreadPoolExecutor(max_workers=max_parallel)
     try:
-        futures = {
-            pool.submit(copy_one, drop_file, root, corpus_version, known): drop_file
-            for drop_file in scan.files
-        }
+        futures = {pool.submit(copy_with_retries, drop_file): drop_file for drop_file in scan.files}
         for future in as_completed(futures):
             drop_file = futures[future]
             tick()
             try:
                 entry, copied = future.result()
             except Exception as error:  # noqa: BLE001 - every failure is reported per file
-                report.failed.append(
-                    Rejected(drop_file.source_path, f"{type(error).__name__}: {error}")
-                )
+                report.failed.append(Rejected(drop_file.source_path, _reason(error)))
                 continue
             entries[entry.source_path] = entry
             report.copied += copied
@@ -326,6 +387,7 @@ def ingest_drop(
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
+    report.retries = next(retried) - 1
     for rejected in report.failed:
         if rejected.source_path not in entries:
             entries[rejected.source_path] = _rejected_entry(rejected, corpus_version)
@@ -341,6 +403,33 @@ def ingest_drop(
         set_rows,
         schemas.IMAGE_SETS_SCHEMA,
     )
+    if azure_tables is not None:
+        report.table_rows = _record_image_sets(
+            azure_tables, root, set_rows, max_parallel_metadata, retry_policy
+        )
     report.failed.sort(key=lambda rejected: rejected.source_path)
     report.image_sets = len(set_rows)
     return report
+
+
+def _reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
+def _record_image_sets(
+    azure_tables: AzureTables,
+    root: str,
+    set_rows: list[dict],
+    max_parallel: int,
+    retry_policy: RetryPolicy,
+) -> int:
+    """Upserts one ImageSets row per set, each set its own partition and transaction."""
+    client = azure_tables.table_client(IMAGE_SETS)
+    entities = [image_set_entity(row, root) for row in set_rows]
+    with ThreadPoolExecutor(max_workers=max_parallel) as pool:
+        return sum(
+            pool.map(
+                lambda entity: call_with_retries(lambda: upsert(client, [entity]), retry_policy),
+                entities,
+            )
+        )

@@ -142,6 +142,15 @@ def transform_uri(
     )
 
 
+def transform_set_prefix(
+    root: str, transform_name: str, transform_version: str, set_path: str, corpus_version: str
+) -> str:
+    """The folder (ending in "/") holding one ImageSet's outputs of one transform version."""
+    return transform_uri(root, transform_name, transform_version, set_path, corpus_version, "-")[
+        :-1
+    ]
+
+
 def metadata_dir(root: str, table: str) -> str:
     """The folder of one metadata table (a Parquet dataset)."""
     return join(root, METADATA_DIR, check_component(table))

@@ -97,7 +97,7 @@ def image_row(record: ImageRecord, step_columns: Mapping[str, pa.DataType]) -> d
         "frames": record.frames,
     }
     for column in step_columns:
-        row[column] = record.results.get(column)
+        row[str(column)] = record.results.get(column)
     return row
 
 

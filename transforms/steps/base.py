@@ -19,6 +19,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
+from transforms.azure_tables import AzureTables
 from transforms.records import ErrorRecord, ImageRecord
 
 RECORDS = "records"
@@ -34,6 +35,7 @@ class StepContext:
     options: argparse.Namespace = dataclasses.field(default_factory=argparse.Namespace)
     expected_images: int = 0  # manifest size, to size outputs
     step_columns: Mapping[str, pa.DataType] = dataclasses.field(default_factory=dict)
+    azure_tables: AzureTables | None = None  # where the Azure Table copy goes, if any
 
     def option(self, name: str, default: Any = None) -> Any:
         return getattr(self.options, name, default)

@@ -10,6 +10,9 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from transforms import paths, schemas
+from transforms.azure_sink import WriteAzureTables
+from transforms.azure_tables import AzureTables
+from transforms.corpus import set_paths
 from transforms.faces.match import FACE_CLUSTERS
 from transforms.faces.table import FACES, FACES_SCHEMA, face_rows
 from transforms.parquet_sink import WriteTablePartition, shard_count
@@ -50,8 +53,10 @@ def _error_key(row) -> str:
 
 
 @dataclasses.dataclass(eq=False)
-class WriteParquetTables(beam.PTransform):
+class WriteTables(beam.PTransform):
     """Replaces the corpus version's partitions of `images`, `faces` and `errors`.
+
+    With `azure_tables`, the same images and faces also go to Azure Table Storage.
 
     Input is a dict with `records` and `errors`, and `face_clusters` when the run
     clusters faces.
@@ -61,6 +66,8 @@ class WriteParquetTables(beam.PTransform):
         corpus_version: the partition (`corpus_version=<v>`) this run owns.
         step_columns: step name -> Arrow type of its result column.
         expected_images: images in the version, to size the shards.
+        azure_tables: where the Azure copy goes, or None.
+        set_paths: the version's set paths (the Azure partitions the run owns).
 
     Returns:
         A dict of PCollections of the shard files written, by table.
@@ -70,6 +77,8 @@ class WriteParquetTables(beam.PTransform):
     corpus_version: str
     step_columns: Mapping[str, pa.DataType]
     expected_images: int = 0
+    azure_tables: AzureTables | None = None
+    set_paths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -81,10 +90,9 @@ class WriteParquetTables(beam.PTransform):
     def expand(self, outputs):
         step_columns = dict(self.step_columns)
         shards = shard_count(self.expected_images)
-        images = (
-            outputs[RECORDS]
-            | "ImageRows" >> beam.Map(_image_row, step_columns)
-            | "WriteImages"
+        image_rows = outputs[RECORDS] | "ImageRows" >> beam.Map(_image_row, step_columns)
+        images = image_rows | (
+            "WriteImages"
             >> WriteTablePartition(
                 self._partition(schemas.IMAGES),
                 schemas.images_schema(step_columns),
@@ -104,30 +112,43 @@ class WriteParquetTables(beam.PTransform):
             )
         )
         # Always replaced, empty if no face step ran: faces never outlive their images rows.
-        faces = self._write_faces(outputs, shards)
-        return {schemas.IMAGES: images, FACES: faces, schemas.ERRORS: errors}
+        face_rows = self._face_rows(outputs)
+        faces = face_rows | "WriteFaces" >> WriteTablePartition(
+            self._partition(FACES), FACES_SCHEMA, _face_key, shards
+        )
+        written = {schemas.IMAGES: images, FACES: faces, schemas.ERRORS: errors}
+        if self.azure_tables is not None:
+            written["azure"] = {"images": image_rows, "faces": face_rows} | (
+                "WriteAzureTables"
+                >> WriteAzureTables(
+                    self.azure_tables,
+                    self.corpus_root,
+                    self.corpus_version,
+                    tuple(step_columns),
+                    self.set_paths,
+                )
+            )
+        return written
 
-    def _write_faces(self, outputs, shards: int):
+    def _face_rows(self, outputs):
         if FACE_CLUSTERS in outputs:
             clusters = beam.pvalue.AsDict(outputs[FACE_CLUSTERS])
         else:
             clusters = beam.pvalue.AsDict(
                 outputs[RECORDS].pipeline | "NoClusters" >> beam.Create([])
             )
-        return (
-            outputs[RECORDS]
-            | "FaceRows" >> beam.FlatMap(_face_rows, clusters)
-            | "WriteFaces"
-            >> WriteTablePartition(self._partition(FACES), FACES_SCHEMA, _face_key, shards)
-        )
+        return outputs[RECORDS] | "FaceRows" >> beam.FlatMap(_face_rows, clusters)
 
 
-def _build(context: StepContext) -> WriteParquetTables:
-    return WriteParquetTables(
+def _build(context: StepContext) -> WriteTables:
+    azure = context.azure_tables
+    return WriteTables(
         corpus_root=context.corpus_root,
         corpus_version=context.corpus_version,
         step_columns=context.step_columns,
         expected_images=context.expected_images,
+        azure_tables=azure,
+        set_paths=set_paths(context.corpus_root, context.corpus_version) if azure else (),
     )
 
 

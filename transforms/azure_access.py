@@ -1,0 +1,166 @@
+"""How to reach an Azure Storage account without ever holding its secret in the graph.
+
+A corpus root `azfs://ACCOUNT/CONTAINER[/prefix]` lives in Blob Storage. Credentials
+come from a connection string in an environment variable (by default
+`AZURE_STORAGE_CONNECTION_STRING`, which Beam's Azure filesystem also reads), from a
+file, or from Azure AD through `DefaultAzureCredential` and the account's URL. An
+`AzureAccess` names where the secret is, never what it is: it is pickled into the
+pipeline's DoFns, each of which builds its own clients on its worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+AZFS_SCHEME = "azfs://"
+_CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
+
+
+class AzureAccessError(ValueError):
+    """Missing or inconsistent Azure settings; the message never holds a secret."""
+
+
+def is_azfs(uri: str) -> bool:
+    return uri.startswith(AZFS_SCHEME)
+
+
+def split_azfs(uri: str) -> tuple[str, str, str]:
+    """`azfs://account/container/a/b` -> (account, container, "a/b").
+
+    Raises:
+        AzureAccessError: not an azfs URI, or an invalid container name.
+    """
+    if not is_azfs(uri):
+        raise AzureAccessError(f"{uri!r} is not an azfs:// URI")
+    account, _, rest = uri[len(AZFS_SCHEME) :].partition("/")
+    container, _, blob = rest.partition("/")
+    if not account or not _CONTAINER.fullmatch(container):
+        raise AzureAccessError(
+            f"{uri!r} is not azfs://ACCOUNT/CONTAINER[/path]: a container name is 3-63 "
+            "lower-case letters, digits and single hyphens"
+        )
+    return account, container, blob
+
+
+def _connection_string_fields(connection_string: str) -> dict[str, str]:
+    fields = {}
+    for part in connection_string.split(";"):
+        name, separator, value = part.partition("=")
+        if separator:
+            fields[name.strip().lower()] = value.strip()
+    return fields
+
+
+@dataclasses.dataclass(frozen=True)
+class AzureAccess:
+    """One storage account: its name, and where its credential comes from.
+
+    Attributes:
+        account: the storage account name.
+        connection_string_env: environment variable holding the connection string;
+            None means Azure AD (`DefaultAzureCredential`) with the URLs below.
+        blob_url, table_url: service URLs for Azure AD sign-in.
+    """
+
+    account: str
+    connection_string_env: str | None = CONNECTION_STRING_ENV
+    blob_url: str | None = None
+    table_url: str | None = None
+
+    def _connection_string(self) -> str:
+        value = os.environ.get(self.connection_string_env or "", "")
+        if not value:
+            raise AzureAccessError(
+                f"environment variable {self.connection_string_env} is not set on this worker"
+            )
+        return value
+
+    def blob_service(self, **client_options):
+        from azure.storage.blob import BlobServiceClient
+
+        if self.connection_string_env:
+            return BlobServiceClient.from_connection_string(
+                self._connection_string(), **client_options
+            )
+        return BlobServiceClient(self.blob_url, credential=_default_credential(), **client_options)
+
+    def table_service(self, **client_options):
+        from azure.data.tables import TableServiceClient
+
+        if self.connection_string_env:
+            return TableServiceClient.from_connection_string(
+                self._connection_string(), **client_options
+            )
+        return TableServiceClient(
+            self.table_url, credential=_default_credential(), **client_options
+        )
+
+
+def _default_credential():
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+def _table_url_for(blob_url: str) -> str:
+    if ".blob." not in blob_url:
+        raise AzureAccessError(
+            f"cannot derive the table service URL from {blob_url!r}: expected "
+            "https://ACCOUNT.blob.core.windows.net"
+        )
+    return blob_url.replace(".blob.", ".table.", 1)
+
+
+def resolve(
+    corpus_root: str,
+    connection_string_env: str = CONNECTION_STRING_ENV,
+    connection_string_file: str | None = None,
+    account_url: str | None = None,
+) -> AzureAccess | None:
+    """The account access for `corpus_root`, or None when the root is not on Azure.
+
+    A connection string read from a file or a non-default variable is also exported
+    as `AZURE_STORAGE_CONNECTION_STRING` in this process, where Beam's Azure
+    filesystem and the local runner's worker processes look for it.
+
+    Raises:
+        AzureAccessError: the credential is missing, unreadable, or for another account.
+    """
+    if not is_azfs(corpus_root):
+        return None
+    account, _, _ = split_azfs(corpus_root)
+    if account_url:
+        if connection_string_file:
+            raise AzureAccessError("give an account URL or a connection string file, not both")
+        blob_url = account_url.rstrip("/")
+        return AzureAccess(account, None, blob_url, _table_url_for(blob_url))
+    if connection_string_file:
+        try:
+            with open(connection_string_file, encoding="utf-8") as handle:
+                connection_string = handle.read().strip()
+        except OSError as error:
+            raise AzureAccessError(
+                f"cannot read the connection string file: {error.strerror}"
+            ) from None
+        source = f"the file {connection_string_file}"
+    else:
+        connection_string = os.environ.get(connection_string_env, "").strip()
+        source = f"${connection_string_env}"
+    if not connection_string:
+        raise AzureAccessError(
+            f"no Azure connection string for {corpus_root} in {source}: set it, or pass "
+            "--azure-connection-string-file PATH or --azure-account-url URL"
+        )
+    fields = _connection_string_fields(connection_string)
+    if "accountname" not in fields:
+        raise AzureAccessError(f"the connection string in {source} has no AccountName")
+    if fields["accountname"] != account:
+        raise AzureAccessError(
+            f"the connection string in {source} is for account {fields['accountname']!r}, "
+            f"but the corpus is in account {account!r}"
+        )
+    os.environ[CONNECTION_STRING_ENV] = connection_string
+    return AzureAccess(account)

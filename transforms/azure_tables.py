@@ -1,0 +1,299 @@
+"""The Azure Table copy of the metadata: entities, their keys, and batched upserts.
+
+Tables (each name optionally prefixed, so several corpora can share an account):
+
+* `ImageSets`: PartitionKey = set path; RowKey = corpus version for an original set,
+  or (corpus version, transform name, transform version) for a transformed one, so a
+  transformed set never overwrites its original.
+* `ImageTransforms`: PartitionKey = transform name; RowKey = transform version.
+* `Images`: PartitionKey = (corpus version, set path); RowKey = file name.
+* `Faces`: PartitionKey = (corpus version, set path); RowKey = (file name, face index).
+
+Keys come from `table_keys.table_key`; the original values are properties. Writes are
+upserts that replace the whole entity, sent as transactions of up to 100 entities of
+one partition, so re-running writes the same rows again instead of new ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from transforms import paths
+from transforms.azure_access import AzureAccess
+from transforms.table_keys import table_key
+
+IMAGE_SETS = "ImageSets"
+IMAGE_TRANSFORMS = "ImageTransforms"
+IMAGES = "Images"
+FACES = "Faces"
+TABLES = (IMAGE_SETS, IMAGE_TRANSFORMS, IMAGES, FACES)
+
+# Azure's limits: 64 KiB per string (UTF-16), 1 MiB per entity, 252 properties of
+# one's own, and 100 entities or 4 MiB per transaction.
+MAX_STRING_BYTES = 64 * 1024
+MAX_ENTITY_BYTES = 1024 * 1024
+MAX_PROPERTIES = 252
+MAX_BATCH_ENTITIES = 100
+MAX_BATCH_BYTES = 4 * 1024 * 1024 - 64 * 1024  # room for the multipart framing
+OMITTED = "omitted_results"
+_TABLE_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9]{0,40}")
+
+Entity = dict[str, Any]
+
+
+def check_table_prefix(prefix: str) -> str:
+    if prefix and not _TABLE_PREFIX.fullmatch(prefix):
+        raise ValueError(
+            f"invalid Azure table prefix {prefix!r}: use up to 41 letters and digits, "
+            "starting with a letter"
+        )
+    return prefix
+
+
+@dataclasses.dataclass(frozen=True)
+class AzureTables:
+    """Where the tables are: an account, and a prefix for their names."""
+
+    access: AzureAccess
+    prefix: str = ""
+
+    def name(self, table: str) -> str:
+        return self.prefix + table
+
+    def table_client(self, table: str):
+        return self.access.table_service().get_table_client(self.name(table))
+
+    def create_all(self) -> None:
+        """Creates the tables that are missing (fails early on a bad credential)."""
+        service = self.access.table_service()
+        for table in TABLES:
+            service.create_table_if_not_exists(self.name(table))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in a table property")
+
+
+def _property(value: Any) -> Any:
+    """A table property value: scalars as they are (Int64 only past 32 bits, so most
+    read back as plain ints), anything structured as JSON."""
+    from azure.data.tables import EdmType, EntityProperty
+
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool | float | str | bytes):
+        return value
+    if isinstance(value, int) and not -(2**31) <= value < 2**31:
+        return EntityProperty(value, EdmType.INT64)
+    if isinstance(value, int):
+        return value
+    return _json(value)
+
+
+def _value_bytes(value: Any) -> int:
+    """A property value's size as Azure counts it."""
+    value = getattr(value, "value", value)
+    if isinstance(value, str):
+        return 4 + len(value.encode("utf-16-le"))
+    if isinstance(value, bytes):
+        return 4 + len(value)
+    if isinstance(value, bool):
+        return 1
+    return 8
+
+
+def entity_bytes(entity: Mapping[str, Any]) -> int:
+    return 4 + sum(8 + 2 * len(name) + _value_bytes(value) for name, value in entity.items())
+
+
+def build_entity(
+    partition_key: str,
+    row_key: str,
+    properties: Mapping[str, Any],
+    results: Mapping[str, Any] | None = None,
+) -> Entity:
+    """An entity holding `properties` and as many `results` as Azure's limits allow.
+
+    `properties` are small and always kept (null values are left out: Azure has no
+    null). Each result is stored as JSON; one over 64 KiB, or the largest ones when
+    the entity would pass 1 MiB or 252 properties, are left out and named in
+    `omitted_results` (the Parquet `images` table has them all).
+    """
+    entity: Entity = {"PartitionKey": partition_key, "RowKey": row_key}
+    entity.update({name: _property(v) for name, v in properties.items() if v is not None})
+    encoded = {name: _json(v) for name, v in (results or {}).items() if v is not None}
+    omitted = sorted(n for n, text in encoded.items() if _value_bytes(text) - 4 > MAX_STRING_BYTES)
+    fitting = {n: text for n, text in encoded.items() if n not in omitted}
+    room = MAX_ENTITY_BYTES - entity_bytes(entity) - entity_bytes({OMITTED: "x" * 1024})
+    slots = MAX_PROPERTIES - len(entity) + 2 - 1  # the keys are system properties
+    for name in sorted(fitting, key=lambda n: entity_bytes({n: fitting[n]})):
+        size = entity_bytes({name: fitting[name]}) - 4
+        if size <= room and slots > 0:
+            entity[name] = fitting[name]
+            room -= size
+            slots -= 1
+        else:
+            omitted.append(name)
+    if omitted:
+        entity[OMITTED] = ",".join(sorted(omitted))
+    return entity
+
+
+def image_set_entity(row: Mapping[str, Any], corpus_root: str) -> Entity:
+    """An original ImageSet, from an `image_sets` Parquet row."""
+    return build_entity(
+        table_key(row["set_path"]),
+        table_key(row["corpus_version"]),
+        {
+            "kind": "original",
+            "set_path": row["set_path"],
+            "corpus_version": row["corpus_version"],
+            "tags": list(row["tags"]),
+            "blob_prefix": row["blob_prefix"],
+            "image_count": row["image_count"],
+            "bytes": row["bytes"],
+            "corpus_root": corpus_root,
+        },
+    )
+
+
+def transformed_set_entity(
+    corpus_root: str,
+    set_path: str,
+    corpus_version: str,
+    transform_name: str,
+    transform_version: str,
+    image_count: int,
+) -> Entity:
+    """A transformed ImageSet: same partition as its original, its own RowKey."""
+    prefix = paths.transform_set_prefix(
+        corpus_root, transform_name, transform_version, set_path, corpus_version
+    )
+    return build_entity(
+        table_key(set_path),
+        table_key(corpus_version, transform_name, transform_version),
+        {
+            "kind": "transform",
+            "set_path": set_path,
+            "corpus_version": corpus_version,
+            "transform_name": transform_name,
+            "transform_version": transform_version,
+            "tags": paths.tags_of(set_path),
+            "blob_prefix": prefix,
+            "image_count": image_count,
+            "corpus_root": corpus_root,
+        },
+    )
+
+
+def transform_entity(row: Mapping[str, str]) -> Entity:
+    """An ImageTransforms row, from a `transforms` Parquet row."""
+    return build_entity(
+        table_key(row["transform_name"]), table_key(row["transform_version"]), dict(row)
+    )
+
+
+def image_partition_key(corpus_version: str, set_path: str) -> str:
+    return table_key(corpus_version, set_path)
+
+
+_IMAGE_PROPERTIES = (
+    "image_sha256",
+    "corpus_version",
+    "set_path",
+    "tags",
+    "source_path",
+    "file_name",
+    "uri",
+    "bytes",
+    "format",
+    "width",
+    "height",
+    "mode",
+    "frames",
+)
+
+
+def image_entity(row: Mapping[str, Any], step_columns: Iterable[str]) -> Entity:
+    """An Images row from an `images` Parquet row; step results as JSON properties."""
+    return build_entity(
+        image_partition_key(row["corpus_version"], row["set_path"]),
+        table_key(row["file_name"]),
+        {name: row[name] for name in _IMAGE_PROPERTIES},
+        {step: row.get(step) for step in step_columns},
+    )
+
+
+def face_entity(row: Mapping[str, Any]) -> Entity:
+    """A Faces row from a `faces` Parquet row; the embedding as 128 little-endian float32."""
+    file_name = row["source_path"].rpartition("/")[2]
+    properties = dict(row)
+    properties["file_name"] = file_name
+    embedding = properties.pop("embedding")
+    if embedding is not None:
+        properties["embedding"] = np.asarray(embedding, dtype="<f4").tobytes()
+    return build_entity(
+        image_partition_key(row["corpus_version"], row["set_path"]),
+        table_key(file_name, f"{row['face_index']:04d}"),
+        properties,
+    )
+
+
+def transactions(entities: Iterable[Entity]) -> Iterator[list[Entity]]:
+    """Groups entities of one partition into chunks Azure accepts in one transaction."""
+    chunk: list[Entity] = []
+    size = 0
+    for entity in entities:
+        entity_size = entity_bytes(entity)
+        if chunk and (
+            len(chunk) == MAX_BATCH_ENTITIES
+            or size + entity_size > MAX_BATCH_BYTES
+            or entity["PartitionKey"] != chunk[0]["PartitionKey"]
+        ):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(entity)
+        size += entity_size
+    if chunk:
+        yield chunk
+
+
+def upsert(table_client, entities: Iterable[Entity]) -> int:
+    """Writes entities (sorted by partition) as replacing upserts; returns how many."""
+    from azure.data.tables import UpdateMode
+
+    written = 0
+    for chunk in transactions(entities):
+        table_client.submit_transaction(
+            [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in chunk]
+        )
+        written += len(chunk)
+    return written
+
+
+def delete_others(table_client, partition_key: str, keep: set[str]) -> int:
+    """Deletes the partition's rows whose RowKey is not in `keep`; returns how many."""
+    stale = [
+        {"PartitionKey": partition_key, "RowKey": entity["RowKey"]}
+        for entity in table_client.query_entities(
+            "PartitionKey eq @key", parameters={"key": partition_key}, select=["RowKey"]
+        )
+        if entity["RowKey"] not in keep
+    ]
+    for chunk in transactions(stale):
+        table_client.submit_transaction([("delete", entity) for entity in chunk])
+    return len(stale)
