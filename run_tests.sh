@@ -11,6 +11,10 @@ fi
 "$VENV/bin/python" -m pip install --quiet -r requirements.txt -r requirements-test.txt
 "$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-nodeps.txt
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
+# The Azure Storage emulator (npm, pinned by its lock file) for the Azure tests.
+if [ ! -x tools/azurite/node_modules/.bin/azurite ]; then
+  npm ci --prefix tools/azurite --no-audit --no-fund --loglevel=error
+fi
 
 "$VENV/bin/ruff" check beam_pipeline transforms tests bench
 "$VENV/bin/python" -m pytest -q "$@"

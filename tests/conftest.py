@@ -23,3 +23,13 @@ def small_corpus(tmp_path):
     root = str(tmp_path / "corpus")
     ingest_drop(str(drop), root, "v1")
     return root
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    """One in-memory Azurite on loopback for the session; tests use their own containers."""
+    from tests.azurite import Azurite
+
+    emulator = Azurite().start()
+    yield emulator
+    emulator.stop()

@@ -1,0 +1,173 @@
+"""The sample corpus on Azurite: ingest to Blob Storage, every step, tables in Azure.
+
+Runs the real command line in a subprocess (so worker processes and their logs are
+included), then checks the blobs, the Azure Table rows and their keys, and the
+Parquet tables read back from `azfs://`; then runs everything again and checks that
+nothing was uploaded, rewritten or duplicated.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
+
+from tests import image_factory
+from tests.azurite import ACCOUNT, ACCOUNT_KEY
+from transforms import azure_access, paths, schemas, tables
+from transforms.azure_tables import FACES, IMAGE_SETS, IMAGE_TRANSFORMS, IMAGES
+from transforms.faces.table import FACES as FACES_PARQUET
+from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
+from transforms.table_keys import MAX_KEY_CHARS, table_key
+
+CONTAINER = "e2e-corpus"
+ROOT = f"azfs://{ACCOUNT}/{CONTAINER}"
+ODD_SET = "odd #1?"
+ODD_FILE = "what?#.png"
+LONG_SET = "/".join(["n" * 200] * 3)
+
+
+def _imaginem(*args, env):
+    completed = subprocess.run(
+        [sys.executable, "-m", "beam_pipeline.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    output = completed.stdout + completed.stderr
+    assert ACCOUNT_KEY not in output and "AccountKey" not in output
+    assert completed.returncode == 0, output
+    return completed.stdout
+
+
+def _snapshot(connection_string):
+    """Blob name -> ETag of every original and transform; table name -> entities."""
+    container = BlobServiceClient.from_connection_string(connection_string).get_container_client(
+        CONTAINER
+    )
+    blobs = {
+        blob.name: blob.etag
+        for blob in container.list_blobs()
+        if blob.name.startswith(("original/", "transform/"))
+    }
+    service = TableServiceClient.from_connection_string(connection_string)
+    entities = {
+        table: list(service.get_table_client(table).list_entities())
+        for table in (IMAGE_SETS, IMAGE_TRANSFORMS, IMAGES, FACES)
+    }
+    return blobs, entities
+
+
+@pytest.fixture(scope="module")
+def azure_runs(azurite, tmp_path_factory):
+    base = tmp_path_factory.mktemp("azure")
+    drop, gallery = str(base / "drop"), str(base / "gallery")
+    build_sample_corpus(drop)
+    build_sample_gallery(drop, gallery)
+    image_factory.write_files(
+        drop,
+        {
+            f"{ODD_SET}/{ODD_FILE}": image_factory.png_bytes(),
+            f"{LONG_SET}/photo.png": image_factory.png_bytes(80, 60),
+        },
+    )
+    env = {**os.environ, azure_access.CONNECTION_STRING_ENV: azurite.connection_string}
+    ingest = ("ingest", drop, "--corpus", ROOT, "--version", "v1")
+    run = ("run", "--corpus", ROOT, "--version", "v1", "--gallery", gallery)
+    outputs = {"ingest": _imaginem(*ingest, env=env), "run": _imaginem(*run, env=env)}
+    first = _snapshot(azurite.connection_string)
+    outputs["ingest again"] = _imaginem(*ingest, env=env)
+    outputs["run again"] = _imaginem(*run, env=env)
+    second = _snapshot(azurite.connection_string)
+    os.environ[azure_access.CONNECTION_STRING_ENV] = azurite.connection_string
+    FileSystems.set_options(PipelineOptions([]))
+    parquet = {
+        table: tables.read_partition(paths.partition_dir(ROOT, table, corpus_version="v1"))
+        for table in (schemas.MANIFEST, schemas.IMAGE_SETS, schemas.IMAGES, FACES_PARQUET)
+    }
+    yield {"outputs": outputs, "first": first, "second": second, "parquet": parquet}
+    del os.environ[azure_access.CONNECTION_STRING_ENV]
+
+
+def test_every_file_is_uploaded_and_processed(azure_runs):
+    outputs = azure_runs["outputs"]
+    assert "18 copied" in outputs["ingest"] and "0 failed" in outputs["ingest"]
+    assert "decode           18 processed, 0 failed" in outputs["run"]
+    assert f"images table     18 rows in {ROOT}/metadata/images/corpus_version=v1" in outputs["run"]
+    blobs, _ = azure_runs["first"]
+    for row in azure_runs["parquet"][schemas.MANIFEST]:
+        assert row["uri"].removeprefix(ROOT + "/") in blobs
+    images = azure_runs["parquet"][schemas.IMAGES]
+    assert len({row["source_path"] for row in images}) == 18
+    odd = next(row for row in images if row["set_path"] == ODD_SET)
+    assert odd["uri"] == f"{ROOT}/original/{ODD_SET}/v1/{ODD_FILE}"
+    for row in images:
+        thumbnail = row["thumbnail"]["uri"]
+        assert thumbnail == paths.transform_uri(
+            ROOT, "thumbnail", "1", row["set_path"], "v1", row["file_name"] + ".jpg"
+        )
+        assert thumbnail.removeprefix(ROOT + "/") in blobs
+    faces = azure_runs["parquet"][FACES_PARQUET]
+    assert len(faces) >= 2 and {"eileen-collins", "photographer"} <= {f["person"] for f in faces}
+    for face in faces:
+        assert face["crop_uri"].removeprefix(ROOT + "/") in blobs
+
+
+def test_table_rows_and_keys(azure_runs):
+    _, entities = azure_runs["first"]
+    parquet = azure_runs["parquet"]
+    images = {(e["PartitionKey"], e["RowKey"]): e for e in entities[IMAGES]}
+    assert len(images) == len(parquet[schemas.IMAGES]) == 18
+    for row in parquet[schemas.IMAGES]:
+        entity = images[(table_key("v1", row["set_path"]), table_key(row["file_name"]))]
+        assert entity["image_sha256"] == row["image_sha256"]
+        assert entity["source_path"] == row["source_path"]
+        assert "thumbnail" in entity and "generalclassification" in entity
+    long_key = table_key("v1", LONG_SET)
+    assert len(long_key) == MAX_KEY_CHARS and long_key in {pk for pk, _ in images}
+    assert (table_key("v1", ODD_SET), "what~3F~23.png") in images
+
+    faces = {(e["PartitionKey"], e["RowKey"]): e for e in entities[FACES]}
+    assert len(faces) == len(parquet[FACES_PARQUET])
+    for row in parquet[FACES_PARQUET]:
+        file_name = row["source_path"].rpartition("/")[2]
+        key = (table_key("v1", row["set_path"]), table_key(file_name, f"{row['face_index']:04d}"))
+        assert faces[key]["face_id"] == row["face_id"]
+        assert faces[key].get("person") == row["person"]
+
+    sets = {(e["PartitionKey"], e["RowKey"]): e for e in entities[IMAGE_SETS]}
+    for row in parquet[schemas.IMAGE_SETS]:
+        original = sets[(table_key(row["set_path"]), "v1")]
+        assert original["kind"] == "original" and original["blob_prefix"] == row["blob_prefix"]
+        for transform in ("thumbnail", "facecrop"):
+            transformed = sets[(table_key(row["set_path"]), table_key("v1", transform, "1"))]
+            assert transformed["kind"] == "transform"
+            assert transformed["blob_prefix"].startswith(f"{ROOT}/transform/{transform}/1/")
+    assert {(e["PartitionKey"], e["RowKey"]) for e in entities[IMAGE_TRANSFORMS]} == {
+        ("thumbnail", "1"),
+        ("facecrop", "1"),
+    }
+
+
+def test_running_again_uploads_rewrites_and_duplicates_nothing(azure_runs):
+    outputs = azure_runs["outputs"]
+    assert "0 copied (0 bytes), 18 already there, 0 failed" in outputs["ingest again"]
+    assert "thumbnail        0 processed, 18 skipped (output already there)" in outputs["run again"]
+    first_blobs, first_entities = azure_runs["first"]
+    second_blobs, second_entities = azure_runs["second"]
+    assert second_blobs == first_blobs  # same names, same ETags: nothing written again
+    for table, entities in first_entities.items():
+        keys = [(e["PartitionKey"], e["RowKey"]) for e in second_entities[table]]
+        assert len(keys) == len(set(keys))
+        assert sorted(keys) == sorted((e["PartitionKey"], e["RowKey"]) for e in entities), table
+
+
+def test_help_shows_no_secret(azurite):
+    env = {**os.environ, azure_access.CONNECTION_STRING_ENV: azurite.connection_string}
+    for command in ("ingest", "run"):
+        assert "--azure-connection-string-file" in _imaginem(command, "--help", env=env)

@@ -1,0 +1,179 @@
+"""Azure pieces on Azurite: keys with forbidden characters, credentials, ingest retries."""
+
+import hashlib
+import os
+import re
+import threading
+import time
+from collections import Counter
+
+import pytest
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
+
+from tests import image_factory
+from tests.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
+from transforms import azure_access, azure_tables
+from transforms.azure_access import AzureAccess, AzureAccessError
+from transforms.blob_upload import BlobContainer
+from transforms.ingest import BlobDestination, ingest_drop
+from transforms.retry import RetryPolicy
+from transforms.table_keys import table_key
+
+FAST_RETRY = RetryPolicy(tries=12, first_delay=0.2, max_delay=2.0)
+
+
+@pytest.fixture(autouse=True)
+def beam_filesystems():
+    # Beam's Azure filesystem reads the connection string from the environment.
+    FileSystems.set_options(PipelineOptions([]))
+
+
+@pytest.fixture
+def connection_string(azurite, monkeypatch):
+    monkeypatch.setenv(azure_access.CONNECTION_STRING_ENV, azurite.connection_string)
+    return azurite.connection_string
+
+
+def test_keys_with_every_forbidden_character_round_trip(connection_string):
+    table = TableServiceClient.from_connection_string(connection_string).create_table_if_not_exists(
+        "KeyRoundTrip"
+    )
+    values = [
+        "a/b\\c#d?e" + "".join(map(chr, range(0x20))) + "\x7f\x9f",
+        "a~2Fb",
+        "a!b",
+        "",
+        "deep/" * 200,
+        "deep/" * 200 + "x",
+    ]
+    entities = [
+        azure_tables.build_entity(table_key("v1", value), table_key(value), {"value": value})
+        for value in values
+    ]
+    for entity in entities:
+        azure_tables.upsert(table, [entity])
+    assert len(list(table.list_entities())) == len(values)
+    for value, entity in zip(values, entities, strict=True):
+        stored = table.get_entity(entity["PartitionKey"], entity["RowKey"])
+        assert stored["value"] == value
+
+
+def test_connection_string_comes_from_env_or_file_and_must_match_the_account(
+    azurite, tmp_path, monkeypatch
+):
+    monkeypatch.delenv(azure_access.CONNECTION_STRING_ENV, raising=False)
+    root = f"azfs://{ACCOUNT}/corpus"
+    with pytest.raises(AzureAccessError, match="no Azure connection string") as missing:
+        azure_access.resolve(root)
+    assert ACCOUNT_KEY not in str(missing.value)
+
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(azurite.connection_string + "\n")
+    assert azure_access.resolve(root, connection_string_file=str(secret_file)) == AzureAccess(
+        ACCOUNT
+    )
+    # Exported for Beam's Azure filesystem and the local runner's workers.
+    assert os.environ[azure_access.CONNECTION_STRING_ENV] == azurite.connection_string
+
+    monkeypatch.setenv("OTHER_ACCOUNT", azurite.connection_string.replace(ACCOUNT, "someone"))
+    with pytest.raises(AzureAccessError, match="for account 'someone'") as wrong:
+        azure_access.resolve(root, connection_string_env="OTHER_ACCOUNT")
+    assert ACCOUNT_KEY not in str(wrong.value)
+
+    access = azure_access.resolve(root, account_url="https://acct.blob.core.windows.net/")
+    assert access.table_url == "https://acct.table.core.windows.net"
+    assert access.connection_string_env is None
+
+
+def test_uploads_are_conditional_and_the_container_private(connection_string):
+    access = AzureAccess(ACCOUNT)
+    container = BlobContainer(access, f"azfs://{ACCOUNT}/private-corpus")
+    container.create_container()
+    container.create_container()  # again: no error
+    uri = f"azfs://{ACCOUNT}/private-corpus/original/v1/a#b?.jpg"
+    data = image_factory.jpeg_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    assert container.stored_sha256(uri) is None
+    assert container.upload_new(uri, data, sha)
+    assert not container.upload_new(uri, b"other bytes", "0" * 64)
+    assert container.stored_sha256(uri) == sha
+    service = BlobServiceClient.from_connection_string(connection_string)
+    client = service.get_container_client("private-corpus")
+    assert client.get_container_properties().public_access is None
+    assert client.download_blob("original/v1/a#b?.jpg").readall() == data
+
+
+def _successful_puts(debug_logs: list[str], container: str) -> Counter:
+    """Blob name -> Put Blob requests Azurite answered with 201, from its request log."""
+    urls, created = {}, set()
+    put = re.compile(rf"(\S+) info: .*RequestMethod=PUT RequestURL=\S+/{container}/(\S+)")
+    for path in debug_logs:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if match := put.search(line):
+                    urls[match.group(1)] = match.group(2)
+                elif "End response" in line and "StatusCode=201" in line:
+                    created.add(line.split()[1])
+    return Counter(name for request, name in urls.items() if request in created)
+
+
+def test_ingest_survives_the_emulator_restarting_mid_run(tmp_path, monkeypatch):
+    """Storage goes away while files upload; every file still ends up stored exactly once."""
+    logs = [str(tmp_path / "azurite-1.log"), str(tmp_path / "azurite-2.log")]
+    emulator = Azurite(location=str(tmp_path / "store"), debug_log=logs[0]).start()
+    try:
+        monkeypatch.setenv(azure_access.CONNECTION_STRING_ENV, emulator.connection_string)
+        drop = tmp_path / "drop"
+        files = {
+            f"set{i % 4}/photo{i:02d}.png": image_factory.png_bytes(64 + i, 48) for i in range(40)
+        }
+        image_factory.write_files(str(drop), files)
+        root = f"azfs://{ACCOUNT}/flaky"
+        container = BlobContainer(AzureAccess(ACCOUNT), root)
+        container.create_container()
+        restarted = threading.Event()
+
+        def restart_later():
+            time.sleep(1.5)
+            emulator.debug_log = logs[1]
+            emulator.start()
+            restarted.set()
+
+        def progress(total):
+            done = []
+
+            def tick():
+                done.append(1)
+                if len(done) == 8:
+                    emulator.stop()
+                    threading.Thread(target=restart_later).start()
+
+            return tick
+
+        report = ingest_drop(
+            str(drop),
+            root,
+            "v1",
+            max_parallel=4,
+            progress=progress,
+            destination=BlobDestination(container),
+            retry_policy=FAST_RETRY,
+        )
+        assert restarted.wait(30)
+        assert report.failed == []
+        assert report.copied + report.skipped == len(files)
+        assert report.retries > 0
+        for source_path, data in files.items():
+            set_path, name = source_path.split("/")
+            uri = f"{root}/original/{set_path}/v1/{name}"
+            assert container.stored_sha256(uri) == hashlib.sha256(data).hexdigest()
+        emulator.stop()  # flushes the request log
+        puts = _successful_puts(logs, "flaky")
+        originals = {n: count for n, count in puts.items() if n.startswith("original/")}
+        assert len(originals) == len(files)
+        assert set(originals.values()) == {1}, originals
+    finally:
+        emulator.stop()
