@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from apache_beam.runners.runner import PipelineResult
 
-from transforms import paths, schemas
+from transforms import azure_sink, azure_tables, paths, schemas
 from transforms.faces.match import GALLERY_STEP
 from transforms.faces.table import FACES
 from transforms.records import INGEST_STEP, READ_STEP, StepName
@@ -39,6 +39,17 @@ def _describe(counters: dict[str, int]) -> str:
     return ", ".join(parts)
 
 
+def _describe_azure(counters: dict[str, int]) -> str:
+    parts = [
+        f"{table} {counters.get(azure_sink.upserted_counter(table), 0)} upserted, "
+        f"{counters.get(azure_sink.deleted_counter(table), 0)} stale deleted"
+        for table in (azure_tables.IMAGES, azure_tables.FACES)
+    ]
+    sets = counters.get(azure_sink.upserted_counter(azure_tables.IMAGE_SETS), 0)
+    parts.append(f"{azure_tables.IMAGE_SETS} {sets} transformed sets upserted")
+    return "; ".join(parts)
+
+
 def summarize(
     result: PipelineResult, corpus_root: str, corpus_version: str, steps: list[str]
 ) -> str:
@@ -60,4 +71,6 @@ def summarize(
     ):
         location = paths.partition_dir(corpus_root, table, corpus_version=corpus_version)
         lines.append(f"  {table + ' table':<16} {output.get(rows, 0)} rows in {location}")
+    if azure := counters.get(azure_sink.NAMESPACE):
+        lines.append(f"  {'Azure tables':<16} {_describe_azure(azure)}")
     return "\n".join(lines)

@@ -99,6 +99,7 @@ def test_every_file_is_uploaded_and_processed(azure_runs):
     assert "18 copied" in outputs["ingest"] and "0 failed" in outputs["ingest"]
     assert "decode           18 processed, 0 failed" in outputs["run"]
     assert f"images table     18 rows in {ROOT}/metadata/images/corpus_version=v1" in outputs["run"]
+    assert "Azure tables     Images 18 upserted, 0 stale deleted" in outputs["run"]
     blobs, _ = azure_runs["first"]
     for row in azure_runs["parquet"][schemas.MANIFEST]:
         assert row["uri"].removeprefix(ROOT + "/") in blobs

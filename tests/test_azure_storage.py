@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 
+import apache_beam as beam
 import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -15,8 +16,11 @@ from azure.storage.blob import BlobServiceClient
 
 from tests import image_factory
 from tests.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
+from tests.conftest import make_test_pipeline
 from transforms import azure_access, azure_tables
 from transforms.azure_access import AzureAccess, AzureAccessError
+from transforms.azure_sink import WriteAzureTable
+from transforms.azure_tables import AzureTables
 from transforms.blob_upload import BlobContainer
 from transforms.ingest import BlobDestination, ingest_drop
 from transforms.retry import RetryPolicy
@@ -177,3 +181,33 @@ def test_ingest_survives_the_emulator_restarting_mid_run(tmp_path, monkeypatch):
         assert set(originals.values()) == {1}, originals
     finally:
         emulator.stop()
+
+
+def _write(tables, entities, owned):
+    with make_test_pipeline() as pipeline:
+        _ = (
+            pipeline
+            | beam.Create(entities)
+            | WriteAzureTable(tables, azure_tables.FACES, owned, replace=True)
+        )
+
+
+def test_a_run_owns_its_partitions_whole(connection_string):
+    """Rows an earlier run wrote but this one did not are deleted, even in an emptied set."""
+    tables = AzureTables(AzureAccess(ACCOUNT), prefix="Owned")
+    tables.create_all()
+    client = tables.table_client(azure_tables.FACES)
+    kept, gone = table_key("v1", "kept set"), table_key("v1", "emptied set")
+    other_version = table_key("v2", "kept set")
+    first = [
+        {"PartitionKey": pk, "RowKey": f"face{i}", "n": i} for pk in (kept, gone) for i in (1, 2)
+    ]
+    azure_tables.upsert(client, first + [{"PartitionKey": other_version, "RowKey": "face1"}])
+
+    second = [{"PartitionKey": kept, "RowKey": "face1", "n": 10}]
+    _write(tables, second, owned=(kept, gone))
+    _write(tables, second, owned=(kept, gone))  # again: the same single row
+
+    rows = {(e["PartitionKey"], e["RowKey"]): e for e in client.list_entities()}
+    assert set(rows) == {(kept, "face1"), (other_version, "face1")}
+    assert rows[(kept, "face1")]["n"] == 10
