@@ -10,6 +10,9 @@ setup(
     packages=["beam_pipeline", "transforms", "transforms.faces", "transforms.steps"],
     install_requires=[
         "apache-beam[azure]>=2.77,<2.78",
+        # The Azure Table copy of the metadata (Beam's azure extra has only blobs).
+        "azure-data-tables>=12.4",
+        "azure-identity>=1.15",
         "pyarrow>=18,<26",
         "pillow>=11,<13",
         "numpy>=1.26",

@@ -8,6 +8,7 @@ lost — is never written again; its recorded hash is compared instead.
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 
 from transforms import azure_access
@@ -49,8 +50,6 @@ class BlobContainer:
             return None
         if recorded := properties.metadata.get(SHA256_METADATA):
             return recorded
-        import hashlib
-
         # Put there by another tool: hash its bytes.
         return hashlib.sha256(blob.download_blob().readall()).hexdigest()
 
