@@ -56,6 +56,8 @@ def _print_ingest_report(report: IngestReport, root: str) -> None:
         print(f"{report.retries} transient storage failure(s) were retried")
     if report.table_rows:
         print(f"{report.table_rows} ImageSets row(s) written to Azure Table Storage")
+    if report.table_error:
+        print(f"ImageSets rows not written ({report.table_error}); run ingest again to write them")
     if report.failed:
         print(f"{len(report.failed)} file(s) failed:")
         for failure in report.failed:

@@ -176,6 +176,10 @@ def plan_run(argv: list[str] | None) -> RunPlan:
     # Storage helpers run here, before the pipeline: give Beam's filesystems their options.
     FileSystems.set_options(PipelineOptions(beam_flags))
     if azure.tables is not None:
+        try:
+            azure_tables.check_property_names([s.name for s in registry.values() if s.result_type])
+        except ValueError as error:
+            raise UsageError(str(error)) from error
         _prepare_azure_tables(azure.tables)
     context = StepContext(
         corpus_root=corpus_root,
@@ -198,7 +202,7 @@ def plan_run(argv: list[str] | None) -> RunPlan:
     if azure.tables is not None:
         azure_tables.upsert(
             azure.tables.table_client(azure_tables.IMAGE_TRANSFORMS),
-            [azure_tables.transform_entity(transform_row(spec)) for spec in specs],
+            [azure_tables.transform_entity(transform_row(spec), corpus_root) for spec in specs],
         )
     options = PipelineOptions(beam_flags)
     if local_runner.uses_default_runner(options):

@@ -125,33 +125,38 @@ def test_table_rows_and_keys(azure_runs):
     images = {(e["PartitionKey"], e["RowKey"]): e for e in entities[IMAGES]}
     assert len(images) == len(parquet[schemas.IMAGES]) == 18
     for row in parquet[schemas.IMAGES]:
-        entity = images[(table_key("v1", row["set_path"]), table_key(row["file_name"]))]
+        entity = images[(table_key(CONTAINER, "v1", row["set_path"]), table_key(row["file_name"]))]
         assert entity["image_sha256"] == row["image_sha256"]
         assert entity["source_path"] == row["source_path"]
         assert "thumbnail" in entity and "generalclassification" in entity
-    long_key = table_key("v1", LONG_SET)
+    long_key = table_key(CONTAINER, "v1", LONG_SET)
     assert len(long_key) == MAX_KEY_CHARS and long_key in {pk for pk, _ in images}
-    assert (table_key("v1", ODD_SET), "what~3F~23.png") in images
+    assert ("e2e-corpus!v1!odd~20~231~3F", "what~3F~23.png") in images
 
     faces = {(e["PartitionKey"], e["RowKey"]): e for e in entities[FACES]}
     assert len(faces) == len(parquet[FACES_PARQUET])
     for row in parquet[FACES_PARQUET]:
         file_name = row["source_path"].rpartition("/")[2]
-        key = (table_key("v1", row["set_path"]), table_key(file_name, f"{row['face_index']:04d}"))
+        key = (
+            table_key(CONTAINER, "v1", row["set_path"]),
+            table_key(file_name, f"{row['face_index']:04d}"),
+        )
         assert faces[key]["face_id"] == row["face_id"]
         assert faces[key].get("person") == row["person"]
 
     sets = {(e["PartitionKey"], e["RowKey"]): e for e in entities[IMAGE_SETS]}
     for row in parquet[schemas.IMAGE_SETS]:
-        original = sets[(table_key(row["set_path"]), "v1")]
+        original = sets[(table_key(CONTAINER, row["set_path"]), "v1")]
         assert original["kind"] == "original" and original["blob_prefix"] == row["blob_prefix"]
         for transform in ("thumbnail", "facecrop"):
-            transformed = sets[(table_key(row["set_path"]), table_key("v1", transform, "1"))]
+            transformed = sets[
+                (table_key(CONTAINER, row["set_path"]), table_key("v1", transform, "1"))
+            ]
             assert transformed["kind"] == "transform"
             assert transformed["blob_prefix"].startswith(f"{ROOT}/transform/{transform}/1/")
     assert {(e["PartitionKey"], e["RowKey"]) for e in entities[IMAGE_TRANSFORMS]} == {
-        ("thumbnail", "1"),
-        ("facecrop", "1"),
+        (f"{CONTAINER}!thumbnail", "1"),
+        (f"{CONTAINER}!facecrop", "1"),
     }
 
 

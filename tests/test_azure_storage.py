@@ -87,9 +87,22 @@ def test_connection_string_comes_from_env_or_file_and_must_match_the_account(
         azure_access.resolve(root, connection_string_env="OTHER_ACCOUNT")
     assert ACCOUNT_KEY not in str(wrong.value)
 
-    access = azure_access.resolve(root, account_url="https://acct.blob.core.windows.net/")
-    assert access.table_url == "https://acct.table.core.windows.net"
+
+def test_azure_ad_sign_in_checks_its_url(monkeypatch):
+    root = f"azfs://{ACCOUNT}/corpus"
+    url = f"https://{ACCOUNT}.blob.core.windows.net/"
+    monkeypatch.setenv(azure_access.CONNECTION_STRING_ENV, "AccountName=x;AccountKey=y")
+    with pytest.raises(AzureAccessError, match="unset it"):
+        azure_access.resolve(root, account_url=url)
+    monkeypatch.delenv(azure_access.CONNECTION_STRING_ENV)
+    access = azure_access.resolve(root, account_url=url)
+    assert access.table_url == f"https://{ACCOUNT}.table.core.windows.net"
     assert access.connection_string_env is None
+    with pytest.raises(AzureAccessError, match="not the corpus account"):
+        azure_access.resolve(root, account_url="https://other.blob.core.windows.net")
+    with pytest.raises(AzureAccessError, match="no SAS") as sas:
+        azure_access.resolve(root, account_url=url + "?sv=2024&sig=SECRET")
+    assert "SECRET" not in str(sas.value)
 
 
 def test_uploads_are_conditional_and_the_container_private(connection_string):

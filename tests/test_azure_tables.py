@@ -1,6 +1,7 @@
 """Azure Table entities: what goes in a row, and how rows are grouped into transactions."""
 
 import numpy as np
+import pytest
 
 from transforms import azure_tables
 from transforms.azure_tables import (
@@ -10,6 +11,7 @@ from transforms.azure_tables import (
     OMITTED,
     build_entity,
     entity_bytes,
+    request_bytes,
     transactions,
 )
 
@@ -60,8 +62,8 @@ def test_face_embedding_is_stored_as_float32_bytes():
         "embedding": [0.5] * 128,
         "person": None,
     }
-    entity = azure_tables.face_entity(row)
-    assert entity["PartitionKey"] == "v1!a~2Fb"
+    entity = azure_tables.face_entity(row, "azfs://acct/photos/2024")
+    assert entity["PartitionKey"] == "photos~2F2024!v1!a~2Fb"
     assert entity["RowKey"] == "photo.jpg!0002"
     assert np.frombuffer(entity["embedding"], "<f4").tolist() == [0.5] * 128
     assert entity["box"] == '{"left":1,"top":2,"right":3,"bottom":4}'
@@ -88,6 +90,33 @@ def test_transformed_set_never_shares_a_key_with_its_original():
     assert transformed["blob_prefix"] == "root/transform/thumbnail/1/red/robin/v1/"
 
 
+def test_corpora_sharing_an_account_never_share_a_partition():
+    row = {"corpus_version": "v1", "set_path": "birds", "file_name": "a.jpg"}
+    row |= {name: None for name in azure_tables._IMAGE_PROPERTIES if name not in row}
+    keys = {
+        azure_tables.image_entity(row, [], root)["PartitionKey"]
+        for root in ("azfs://acct/corpus-a", "azfs://acct/corpus-b", "azfs://acct/corpus-a/sub")
+    }
+    assert len(keys) == 3
+
+
+def test_step_names_must_be_property_names():
+    azure_tables.check_property_names(["ocr", "face_blur", "_x1"])
+    for bad in ("face-blur", "1st", "Timestamp", "omitted_results"):
+        with pytest.raises(ValueError, match="--no-azure-tables"):
+            azure_tables.check_property_names([bad])
+
+
+def test_batches_are_sized_by_their_json_body():
+    # CJK text is 2 bytes per character stored but 6 in the JSON body (\uXXXX).
+    cjk = [{"PartitionKey": "a", "RowKey": str(i), "ocr": "文" * 7000} for i in range(100)]
+    assert sum(entity_bytes(e) for e in cjk) < 1_500_000
+    chunks = list(transactions(cjk))
+    assert len(chunks) > 1
+    assert all(sum(request_bytes(e) for e in chunk) <= 3_500_000 for chunk in chunks)
+    assert request_bytes(cjk[0]) > 6 * 7000
+
+
 def test_transactions_hold_one_partition_at_most_100_entities_and_4_mib():
     entities = [{"PartitionKey": "a", "RowKey": str(i)} for i in range(250)]
     entities += [{"PartitionKey": "b", "RowKey": "0"}]
@@ -98,5 +127,5 @@ def test_transactions_hold_one_partition_at_most_100_entities_and_4_mib():
 
     big = [{"PartitionKey": "a", "RowKey": str(i), "x": "z" * 400_000} for i in range(12)]
     chunks = list(transactions(big))
-    assert all(sum(entity_bytes(e) for e in chunk) <= 4 * 1024 * 1024 for chunk in chunks)
+    assert all(sum(request_bytes(e) for e in chunk) <= 4 * 1024 * 1024 for chunk in chunks)
     assert sum(len(chunk) for chunk in chunks) == 12

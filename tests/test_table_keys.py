@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from transforms.table_keys import MAX_KEY_CHARS, escape, prefix_range, table_key
+from transforms.table_keys import MAX_KEY_CHARS, escape, table_key
 
 FORBIDDEN = "/\\#?" + "".join(map(chr, range(0x20))) + "".join(map(chr, range(0x7F, 0xA0)))
 VALID_KEY = re.compile(r"[A-Za-z0-9._~!-]*")
@@ -62,11 +62,3 @@ def test_long_values_are_shortened_with_their_hash():
     for length in range(500, 520):
         shortened = table_key("é" * length)
         assert re.fullmatch(r"(~C3~A9)+~~[0-9a-f]{64}", shortened)
-
-
-def test_prefix_range_holds_every_key_of_a_version_and_no_other():
-    low, high = prefix_range("v1")
-    inside = [table_key("v1", s) for s in ("", "a", "~", "x" * 900, "zz/é")]
-    outside = [table_key(v, "a") for v in ("v10", "v1-a", "v", "v2", "V1")]
-    assert all(low <= key < high for key in inside)
-    assert not any(low <= key < high for key in outside)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from urllib.parse import urlsplit
 
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 AZFS_SCHEME = "azfs://"
@@ -114,6 +115,23 @@ def _table_url_for(blob_url: str) -> str:
     return blob_url.replace(".blob.", ".table.", 1)
 
 
+def _azure_ad_access(account: str, account_url: str) -> AzureAccess:
+    url = urlsplit(account_url)
+    if url.query or url.username or url.password:
+        raise AzureAccessError("the account URL may not carry a query or credentials (no SAS)")
+    if not (url.hostname or "").startswith(f"{account}."):
+        raise AzureAccessError(
+            f"the account URL's host {url.hostname!r} is not the corpus account {account!r}"
+        )
+    if os.environ.get(CONNECTION_STRING_ENV):
+        # Beam's Azure filesystem would use it instead, splitting the corpus in two.
+        raise AzureAccessError(
+            f"${CONNECTION_STRING_ENV} is set: unset it to sign in with the account URL"
+        )
+    blob_url = account_url.rstrip("/")
+    return AzureAccess(account, None, blob_url, _table_url_for(blob_url))
+
+
 def resolve(
     corpus_root: str,
     connection_string_env: str = CONNECTION_STRING_ENV,
@@ -135,8 +153,7 @@ def resolve(
     if account_url:
         if connection_string_file:
             raise AzureAccessError("give an account URL or a connection string file, not both")
-        blob_url = account_url.rstrip("/")
-        return AzureAccess(account, None, blob_url, _table_url_for(blob_url))
+        return _azure_ad_access(account, account_url)
     if connection_string_file:
         try:
             with open(connection_string_file, encoding="utf-8") as handle:

@@ -120,18 +120,19 @@ class WriteAzureTables(beam.PTransform):
 
     def expand(self, rows):
         owned = tuple(
-            azure_tables.image_partition_key(self.corpus_version, set_path)
+            azure_tables.image_partition_key(self.corpus_root, self.corpus_version, set_path)
             for set_path in self.set_paths
         )
         images = (
             rows["images"]
-            | "ImageEntities" >> beam.Map(azure_tables.image_entity, self.step_columns)
+            | "ImageEntities"
+            >> beam.Map(azure_tables.image_entity, self.step_columns, self.corpus_root)
             | "WriteImages"
             >> WriteAzureTable(self.tables, azure_tables.IMAGES, owned, replace=True)
         )
         faces = (
             rows["faces"]
-            | "FaceEntities" >> beam.Map(azure_tables.face_entity)
+            | "FaceEntities" >> beam.Map(azure_tables.face_entity, self.corpus_root)
             | "WriteFaces" >> WriteAzureTable(self.tables, azure_tables.FACES, owned, replace=True)
         )
         root, version = self.corpus_root, self.corpus_version

@@ -1,13 +1,16 @@
 """The Azure Table copy of the metadata: entities, their keys, and batched upserts.
 
-Tables (each name optionally prefixed, so several corpora can share an account):
+Tables (names optionally prefixed). Every PartitionKey starts with the corpus — the
+root's container and path, without the account — so several corpora in one account
+never touch each other's rows:
 
-* `ImageSets`: PartitionKey = set path; RowKey = corpus version for an original set,
-  or (corpus version, transform name, transform version) for a transformed one, so a
-  transformed set never overwrites its original.
-* `ImageTransforms`: PartitionKey = transform name; RowKey = transform version.
-* `Images`: PartitionKey = (corpus version, set path); RowKey = file name.
-* `Faces`: PartitionKey = (corpus version, set path); RowKey = (file name, face index).
+* `ImageSets`: PartitionKey = (corpus, set path); RowKey = corpus version for an
+  original set, or (corpus version, transform name, transform version) for a
+  transformed one, so a transformed set never overwrites its original.
+* `ImageTransforms`: PartitionKey = (corpus, transform name); RowKey = transform version.
+* `Images`: PartitionKey = (corpus, corpus version, set path); RowKey = file name.
+* `Faces`: PartitionKey = (corpus, corpus version, set path); RowKey = (file name,
+  face index).
 
 Keys come from `table_keys.table_key`; the original values are properties. Writes are
 upserts that replace the whole entity, sent as transactions of up to 100 entities of
@@ -16,6 +19,7 @@ one partition, so re-running writes the same rows again instead of new ones.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import re
@@ -25,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from transforms import paths
-from transforms.azure_access import AzureAccess
+from transforms.azure_access import AzureAccess, is_azfs, split_azfs
 from transforms.table_keys import table_key
 
 IMAGE_SETS = "ImageSets"
@@ -40,9 +44,33 @@ MAX_STRING_BYTES = 64 * 1024
 MAX_ENTITY_BYTES = 1024 * 1024
 MAX_PROPERTIES = 252
 MAX_BATCH_ENTITIES = 100
-MAX_BATCH_BYTES = 4 * 1024 * 1024 - 64 * 1024  # room for the multipart framing
+# The 4 MiB limit is on the request body: JSON with ASCII escapes and type annotations.
+MAX_BATCH_BYTES = 3_500_000
+_OPERATION_FRAMING_BYTES = 1024
 OMITTED = "omitted_results"
 _TABLE_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9]{0,40}")
+_PROPERTY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+_RESERVED_PROPERTIES = frozenset({"PartitionKey", "RowKey", "Timestamp", OMITTED})
+
+
+def check_property_names(names) -> None:
+    """Raises ValueError for names Azure Table Storage cannot take as properties."""
+    bad = sorted(n for n in names if not _PROPERTY_NAME.fullmatch(n) or n in _RESERVED_PROPERTIES)
+    if bad:
+        raise ValueError(
+            f"step name(s) {', '.join(bad)} cannot be Azure Table property names (letters, "
+            "digits and '_', not starting with a digit): rename the step(s) or pass "
+            "--no-azure-tables"
+        )
+
+
+def corpus_key_part(corpus_root: str) -> str:
+    """The corpus in keys: its container and path (the account is the tables' own)."""
+    if is_azfs(corpus_root):
+        _, container, path = split_azfs(corpus_root)
+        return f"{container}/{path}".rstrip("/")
+    return corpus_root
+
 
 Entity = dict[str, Any]
 
@@ -120,6 +148,19 @@ def entity_bytes(entity: Mapping[str, Any]) -> int:
     return 4 + sum(8 + 2 * len(name) + _value_bytes(value) for name, value in entity.items())
 
 
+def request_bytes(entity: Mapping[str, Any]) -> int:
+    """An upper bound of the entity's size in a transaction's body (JSON, ASCII escapes,
+    base64 binary, a type annotation per property, the operation's framing)."""
+    size = _OPERATION_FRAMING_BYTES
+    for name, value in entity.items():
+        value = getattr(value, "value", value)
+        if isinstance(value, bytes):
+            value = base64.b64encode(value).decode("ascii")
+        size += len(json.dumps(name)) + len(json.dumps(value, default=str)) + 2
+        size += 60  # "name@odata.type":"Edm.Xxx",
+    return size
+
+
 def build_entity(
     partition_key: str,
     row_key: str,
@@ -156,7 +197,7 @@ def build_entity(
 def image_set_entity(row: Mapping[str, Any], corpus_root: str) -> Entity:
     """An original ImageSet, from an `image_sets` Parquet row."""
     return build_entity(
-        table_key(row["set_path"]),
+        table_key(corpus_key_part(corpus_root), row["set_path"]),
         table_key(row["corpus_version"]),
         {
             "kind": "original",
@@ -184,7 +225,7 @@ def transformed_set_entity(
         corpus_root, transform_name, transform_version, set_path, corpus_version
     )
     return build_entity(
-        table_key(set_path),
+        table_key(corpus_key_part(corpus_root), set_path),
         table_key(corpus_version, transform_name, transform_version),
         {
             "kind": "transform",
@@ -200,15 +241,17 @@ def transformed_set_entity(
     )
 
 
-def transform_entity(row: Mapping[str, str]) -> Entity:
+def transform_entity(row: Mapping[str, str], corpus_root: str) -> Entity:
     """An ImageTransforms row, from a `transforms` Parquet row."""
     return build_entity(
-        table_key(row["transform_name"]), table_key(row["transform_version"]), dict(row)
+        table_key(corpus_key_part(corpus_root), row["transform_name"]),
+        table_key(row["transform_version"]),
+        {**row, "corpus_root": corpus_root},
     )
 
 
-def image_partition_key(corpus_version: str, set_path: str) -> str:
-    return table_key(corpus_version, set_path)
+def image_partition_key(corpus_root: str, corpus_version: str, set_path: str) -> str:
+    return table_key(corpus_key_part(corpus_root), corpus_version, set_path)
 
 
 _IMAGE_PROPERTIES = (
@@ -228,17 +271,17 @@ _IMAGE_PROPERTIES = (
 )
 
 
-def image_entity(row: Mapping[str, Any], step_columns: Iterable[str]) -> Entity:
+def image_entity(row: Mapping[str, Any], step_columns: Iterable[str], corpus_root: str) -> Entity:
     """An Images row from an `images` Parquet row; step results as JSON properties."""
     return build_entity(
-        image_partition_key(row["corpus_version"], row["set_path"]),
+        image_partition_key(corpus_root, row["corpus_version"], row["set_path"]),
         table_key(row["file_name"]),
         {name: row[name] for name in _IMAGE_PROPERTIES},
         {step: row.get(step) for step in step_columns},
     )
 
 
-def face_entity(row: Mapping[str, Any]) -> Entity:
+def face_entity(row: Mapping[str, Any], corpus_root: str) -> Entity:
     """A Faces row from a `faces` Parquet row; the embedding as 128 little-endian float32."""
     file_name = row["source_path"].rpartition("/")[2]
     properties = dict(row)
@@ -247,7 +290,7 @@ def face_entity(row: Mapping[str, Any]) -> Entity:
     if embedding is not None:
         properties["embedding"] = np.asarray(embedding, dtype="<f4").tobytes()
     return build_entity(
-        image_partition_key(row["corpus_version"], row["set_path"]),
+        image_partition_key(corpus_root, row["corpus_version"], row["set_path"]),
         table_key(file_name, f"{row['face_index']:04d}"),
         properties,
     )
@@ -258,7 +301,7 @@ def transactions(entities: Iterable[Entity]) -> Iterator[list[Entity]]:
     chunk: list[Entity] = []
     size = 0
     for entity in entities:
-        entity_size = entity_bytes(entity)
+        entity_size = request_bytes(entity)
         if chunk and (
             len(chunk) == MAX_BATCH_ENTITIES
             or size + entity_size > MAX_BATCH_BYTES

@@ -30,6 +30,8 @@ class BlobContainer:
         """Creates the container if it is missing, private (no anonymous access)."""
         from azure.core.exceptions import ResourceExistsError
 
+        if self._container.exists():  # a credential for one container may not create any
+            return
         try:
             self._container.create_container(public_access=None)
         except ResourceExistsError:

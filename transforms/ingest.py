@@ -64,10 +64,11 @@ class IngestReport:
     image_sets: int = 0
     retries: int = 0  # transient failures retried (each file's final outcome is above)
     table_rows: int = 0  # ImageSets rows upserted in Azure Table Storage
+    table_error: str = ""  # why they could not be (re-running ingest writes them)
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.table_error
 
 
 def is_image_name(name: str) -> bool:
@@ -404,9 +405,12 @@ def ingest_drop(
         schemas.IMAGE_SETS_SCHEMA,
     )
     if azure_tables is not None:
-        report.table_rows = _record_image_sets(
-            azure_tables, root, set_rows, max_parallel_metadata, retry_policy
-        )
+        try:
+            report.table_rows = _record_image_sets(
+                azure_tables, root, set_rows, max_parallel_metadata, retry_policy
+            )
+        except Exception as error:  # noqa: BLE001 - the files are in; say what is missing
+            report.table_error = _reason(error)
     report.failed.sort(key=lambda rejected: rejected.source_path)
     report.image_sets = len(set_rows)
     return report

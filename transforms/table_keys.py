@@ -45,13 +45,3 @@ def table_key(*parts: str) -> str:
     if cut != -1:
         prefix = prefix[:cut]
     return f"{prefix}{_HASH_MARK}{digest}"
-
-
-def prefix_range(*parts: str) -> tuple[str, str]:
-    """Bounds (low inclusive, high exclusive) of every key that starts with `parts`.
-
-    For a filter such as `PartitionKey ge low and PartitionKey lt high`. The parts must
-    be short enough to survive shortening whole (a version always is).
-    """
-    low = table_key(*parts) + _SEPARATOR
-    return low, low[:-1] + chr(ord(_SEPARATOR) + 1)
