@@ -24,6 +24,7 @@ from transforms.ingest import (
     IngestReport,
     ingest_drop,
 )
+from transforms.retry import describe
 from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
 from transforms.steps.registry import load_registry
 from transforms.storage import absolute_root
@@ -109,7 +110,7 @@ def ingest(argv: list[str]) -> int:
         except AzureError as error:
             print(
                 f"imaginem ingest: error: cannot reach account {azure.access.account}: "
-                f"{type(error).__name__}: {str(error).splitlines()[0]}",
+                + describe(error),
                 file=sys.stderr,
             )
             return EXIT_FAILED

@@ -23,6 +23,7 @@ from beam_pipeline import azure_options, local_runner
 from transforms import azure_tables, paths, storage
 from transforms.corpus import ReadCorpus, manifest_shards
 from transforms.records import ImageRecord
+from transforms.retry import describe
 from transforms.steps import ERRORS, RECORDS, Step, StepContext
 from transforms.steps.registry import (
     DEFAULT_DEFINITION,
@@ -118,7 +119,7 @@ def _prepare_azure_tables(tables: azure_tables.AzureTables) -> None:
     except AzureError as error:
         raise UsageError(
             f"cannot reach Azure Table Storage in account {tables.access.account}: "
-            f"{type(error).__name__}: {str(error).splitlines()[0]}"
+            + describe(error)
         ) from error
 
 

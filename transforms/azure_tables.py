@@ -180,7 +180,8 @@ def build_entity(
     omitted = sorted(n for n, text in encoded.items() if _value_bytes(text) - 4 > MAX_STRING_BYTES)
     fitting = {n: text for n, text in encoded.items() if n not in omitted}
     room = MAX_ENTITY_BYTES - entity_bytes(entity) - entity_bytes({OMITTED: "x" * 1024})
-    slots = MAX_PROPERTIES - len(entity) + 2 - 1  # the keys are system properties
+    own_properties = len(entity) - 2  # PartitionKey and RowKey do not count
+    slots = MAX_PROPERTIES - own_properties - 1  # one kept for omitted_results
     for name in sorted(fitting, key=lambda n: entity_bytes({n: fitting[n]})):
         size = entity_bytes({name: fitting[name]}) - 4
         if size <= room and slots > 0:

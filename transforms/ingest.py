@@ -20,7 +20,7 @@ from transforms import paths, schemas, storage, tables
 from transforms.azure_tables import IMAGE_SETS, AzureTables, image_set_entity, upsert
 from transforms.blob_upload import BlobContainer
 from transforms.records import ManifestEntry
-from transforms.retry import DEFAULT_RETRY, RetryPolicy, call_with_retries
+from transforms.retry import DEFAULT_RETRY, RetryPolicy, call_with_retries, describe
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
@@ -377,7 +377,7 @@ def ingest_drop(
             try:
                 entry, copied = future.result()
             except Exception as error:  # noqa: BLE001 - every failure is reported per file
-                report.failed.append(Rejected(drop_file.source_path, _reason(error)))
+                report.failed.append(Rejected(drop_file.source_path, describe(error)))
                 continue
             entries[entry.source_path] = entry
             report.copied += copied
@@ -410,14 +410,10 @@ def ingest_drop(
                 azure_tables, root, set_rows, max_parallel_metadata, retry_policy
             )
         except Exception as error:  # noqa: BLE001 - the files are in; say what is missing
-            report.table_error = _reason(error)
+            report.table_error = describe(error)
     report.failed.sort(key=lambda rejected: rejected.source_path)
     report.image_sets = len(set_rows)
     return report
-
-
-def _reason(error: BaseException) -> str:
-    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
 def _record_image_sets(

@@ -12,6 +12,12 @@ T = TypeVar("T")
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
+def describe(error: BaseException) -> str:
+    """`Type: first line of the message`, for reports and one-line errors."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
 def is_transient(error: BaseException) -> bool:
     """True for failures that may pass on their own: lost connections, timeouts,
     throttling and server errors. A refusal (auth, conflict, bad request) is not."""

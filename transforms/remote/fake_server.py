@@ -31,11 +31,11 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
 
+from transforms.remote.http_server import BackgroundServer, JsonHandler
 from transforms.remote.quota import Rate
 
 VISION_MODEL_VERSION = "2023-10-01"
@@ -114,13 +114,7 @@ def _describe(image: Image.Image) -> list[tuple[str, float]]:
     return sorted(tags, key=lambda tag: -tag[1])
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _FakeHttpServer
-
-    def log_message(self, format, *args) -> None:  # noqa: A002
-        pass
-
+class _Handler(JsonHandler):
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
         url = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -131,17 +125,19 @@ class _Handler(BaseHTTPRequestHandler):
         elif url.path == "/v1/images:annotate":
             api, handle = "annotate", self._annotate
         else:
-            self._json(404, {"error": {"code": "404", "message": "Resource not found"}})
+            self.send_json(404, {"error": {"code": "404", "message": "Resource not found"}})
             return
         images = self._count_images(api, body)
-        fake = self.server.fake
+        fake = self.server.state
         if not fake.authorised(self.headers, url.query):
             fake.record(api, images, 401)
-            self._json(401, _error(api, "401", "Access denied due to invalid subscription key."))
+            self.send_json(
+                401, _error(api, "401", "Access denied due to invalid subscription key.")
+            )
             return
         if wait := fake.admit():
             fake.record(api, images, 429)
-            self._json(
+            self.send_json(
                 429,
                 _error(api, "429", "Rate limit is exceeded. Try again later."),
                 {"Retry-After": str(max(1, math.ceil(wait)))},
@@ -153,7 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         status, payload = handle(parse_qs(url.query), body)
         fake.record(api, images, status)
-        self._json(status, payload)
+        self.send_json(status, payload)
 
     @staticmethod
     def _count_images(api: str, body: bytes) -> int:
@@ -164,30 +160,20 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, AttributeError):
             return 0
 
-    def _json(self, status: int, payload, headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(payload).encode(), headers)
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
     def _inject(self, fault: str, api: str) -> None:
         if fault in ("500", "503"):
-            self._json(int(fault), _error(api, fault, "The service is temporarily unavailable."))
+            self.send_json(
+                int(fault), _error(api, fault, "The service is temporarily unavailable.")
+            )
         elif fault == "timeout":
-            time.sleep(self.server.fake.settings.stall_seconds)
+            time.sleep(self.server.state.settings.stall_seconds)
             self.close_connection = True
         elif fault == "reset":
             # SO_LINGER 0: close with a TCP reset, as a dropped connection looks.
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
         else:
-            self._send(200, b'{"modelVersion": "2023-10-01", "tagsResult": {"values": [')
+            self.send_body(200, b'{"modelVersion": "2023-10-01", "tagsResult": {"values": [')
 
     def _analyze(self, query, body: bytes):
         image = _decode(body)
@@ -211,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
             return 400, _error("face", "InvalidImage", "Decoding error, image format unsupported.")
         return 200, [
             {"faceRectangle": {"top": top, "left": left, "width": width, "height": height}}
-            for left, top, width, height in self.server.fake.find_faces(image)
+            for left, top, width, height in self.server.state.find_faces(image)
         ]
 
     def _annotate(self, query, body: bytes):
@@ -245,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
                 response.setdefault("textAnnotations", [])
             elif kind == "FACE_DETECTION":
                 response["faceAnnotations"] = [
-                    _face_annotation(box) for box in self.server.fake.find_faces(image)[:limit]
+                    _face_annotation(box) for box in self.server.state.find_faces(image)[:limit]
                 ]
         return response
 
@@ -282,35 +268,20 @@ def _decode(data: bytes) -> Image.Image | None:
         return None
 
 
-class _FakeHttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeVisionApi
-
-
-class FakeVisionApi:
+class FakeVisionApi(BackgroundServer):
     """The fake API server; use as a context manager, then point clients at `url`."""
 
     def __init__(self, settings: FakeApiSettings | None = None, port: int = 0) -> None:
+        super().__init__(_Handler, self, port=port)
         self.settings = settings or FakeApiSettings()
         self.log: list[LoggedRequest] = []
         self._lock = threading.Lock()
         self._random = random.Random(self.settings.seed)
         self._window = _Window(self.settings.rate) if self.settings.rate else None
-        self._server = _FakeHttpServer(("127.0.0.1", port), _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> FakeVisionApi:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return self.base_url
 
     def authorised(self, headers, query: str) -> bool:
         if self.settings.key is None:

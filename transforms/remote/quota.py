@@ -15,7 +15,8 @@ import re
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from transforms.remote.http_server import BackgroundServer, JsonHandler
 
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*")
 _SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
@@ -69,42 +70,20 @@ class Schedule:
             return start - now
 
 
-class _Handler(BaseHTTPRequestHandler):
-    schedule: Schedule
-
+class _Handler(JsonHandler):
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-        body = json.dumps({"wait": self.server.schedule.reserve()}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format, *args) -> None:  # noqa: A002
-        pass
+        self.send_json(200, {"wait": self.server.state.reserve()})
 
 
-class QuotaServer:
+class QuotaServer(BackgroundServer):
     """The job's quota service; run by the driver for as long as the pipeline runs."""
 
     def __init__(self, rate: Rate, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = ThreadingHTTPServer((host, port), _Handler)
-        self._server.daemon_threads = True
-        self._server.schedule = Schedule(rate)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(_Handler, Schedule(rate), host, port)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/reserve"
-
-    def __enter__(self) -> QuotaServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return f"{self.base_url}/reserve"
 
 
 class QuotaUnavailableError(RuntimeError):
