@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from beam_pipeline import azure_options
 from beam_pipeline import run as run_command
+from beam_pipeline.dry_run import estimate
 from beam_pipeline.summary import summarize
 from transforms import paths
 from transforms.blob_upload import BlobContainer
@@ -135,6 +136,13 @@ def run(argv: list[str]) -> int:
     except run_command.UsageError as error:
         print(f"imaginem run: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    context = plan.context
+    if context.option("dry_run"):
+        if plan.api is None:
+            print("Dry run: no step runs on a remote API, so no API call would be made")
+        else:
+            print(estimate(plan.api, context.corpus_root, context.corpus_version))
+        return EXIT_OK
     try:
         result = run_command.start(plan)
     except Exception as error:  # noqa: BLE001 - end on a one-line reason after the traceback
@@ -143,7 +151,6 @@ def run(argv: list[str]) -> int:
             f"imaginem run: the pipeline failed: {type(error).__name__}: {error}", file=sys.stderr
         )
         return EXIT_FAILED
-    context = plan.context
     print(summarize(result, context.corpus_root, context.corpus_version, plan.step_names))
     # Bad input images are reported in the errors table; they do not fail the run.
     return EXIT_OK if result.state == "DONE" else EXIT_FAILED

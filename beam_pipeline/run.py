@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
-from beam_pipeline import azure_options, local_runner
+from beam_pipeline import api_options, azure_options, local_runner
 from transforms import azure_tables, paths, storage
 from transforms.corpus import ReadCorpus, manifest_shards
 from transforms.records import ImageRecord
@@ -50,6 +50,7 @@ class RunPlan:
     transforms: list[beam.PTransform]
     pipeline_options: PipelineOptions
     beam_flags: list[str]
+    api: api_options.ApiPlan | None = None  # the steps run on remote APIs
 
     @property
     def step_names(self) -> list[str]:
@@ -83,6 +84,7 @@ def build_parser(registry: dict[str, Step]) -> argparse.ArgumentParser:
         help="import extra steps from this module (repeatable)",
     )
     azure_options.add_arguments(parser)
+    api_options.add_arguments(parser)
     for step in registry.values():
         if step.add_options:
             step.add_options(parser.add_argument_group(f"{step.name} step"))
@@ -171,6 +173,7 @@ def plan_run(argv: list[str] | None) -> RunPlan:
     try:
         corpus_root = storage.absolute_root(args.corpus)
         azure = azure_options.resolve(args, corpus_root)
+        api = api_options.resolve(args, [step.name for step in steps])
     except ValueError as error:
         raise UsageError(str(error)) from error
     beam_flags = beam_flags + azure_options.beam_flags_for(azure.access)
@@ -189,6 +192,7 @@ def plan_run(argv: list[str] | None) -> RunPlan:
         expected_images=_count_images(corpus_root, args.version),
         step_columns={s.name: s.result_type for s in registry.values() if s.result_type},
         azure_tables=azure.tables,
+        api=api.settings if api else None,
     )
     try:
         transforms = [step.build(context) for step in steps]
@@ -208,7 +212,7 @@ def plan_run(argv: list[str] | None) -> RunPlan:
     options = PipelineOptions(beam_flags)
     if local_runner.uses_default_runner(options):
         options = local_runner.with_local_defaults(options, beam_flags)
-    return RunPlan(context, steps, transforms, options, beam_flags)
+    return RunPlan(context, steps, transforms, options, beam_flags, api)
 
 
 def _labels(transforms: list[beam.PTransform], steps: list[Step]) -> list[str]:
@@ -272,6 +276,7 @@ def start(plan: RunPlan) -> PipelineResult:
     else:
         pipeline = beam.Pipeline(options=plan.pipeline_options)
     build_graph(pipeline, plan)
+    quota = plan.api.quota if plan.api else None
     LOGGER.info(
         "Processing %d images of %s version %s with steps %s",
         plan.context.expected_images,
@@ -279,8 +284,17 @@ def start(plan: RunPlan) -> PipelineResult:
         plan.context.corpus_version,
         ",".join(plan.step_names),
     )
-    result = pipeline.run()
-    result.wait_until_finish()
+    if quota is None:
+        result = pipeline.run()
+        result.wait_until_finish()
+        return result
+    # The job's quota service lives exactly as long as the pipeline.
+    with quota:
+        LOGGER.info(
+            "Holding API requests to %s with the quota service at %s", quota.rate, quota.url
+        )
+        result = pipeline.run()
+        result.wait_until_finish()
     return result
 
 

@@ -10,6 +10,7 @@ from transforms import azure_sink, azure_tables, paths, schemas
 from transforms.faces.match import GALLERY_STEP
 from transforms.faces.table import FACES
 from transforms.records import INGEST_STEP, READ_STEP, StepName
+from transforms.remote import api_step
 from transforms.steps.output import ERROR_ROWS, FACE_ROWS, IMAGE_ROWS
 
 _SKIPPED_EXISTING = "skipped_existing"
@@ -31,12 +32,26 @@ def _describe(counters: dict[str, int]) -> str:
     if counters.get("skipped_upstream_failed"):
         parts.append(f"{counters['skipped_upstream_failed']} skipped (earlier step failed)")
     parts.append(f"{counters.get('failed', 0)} failed")
+    if any(name.startswith("api_") for name in counters) or counters.get(api_step.ANSWERS_REUSED):
+        parts.append(_describe_api(counters))
     if "faces_matched" in counters or "faces_unmatched" in counters:
         parts.append(
             f"faces: {counters.get('faces_matched', 0)} matched a known person, "
             f"{counters.get('faces_unmatched', 0)} not"
         )
     return ", ".join(parts)
+
+
+def _describe_api(counters: dict[str, int]) -> str:
+    return (
+        f"API: {counters.get(api_step.REQUESTS, 0)} requests for "
+        f"{counters.get(api_step.IMAGES_SENT, 0)} images, "
+        f"{counters.get(api_step.RETRIES, 0)} retries, "
+        f"{counters.get(api_step.THROTTLED, 0)} throttled "
+        f"({counters.get(api_step.THROTTLED_MS, 0) / 1000:.1f}s waited), "
+        f"{counters.get(api_step.QUOTA_WAIT_MS, 0) / 1000:.1f}s paced by --api-rate, "
+        f"{counters.get(api_step.ANSWERS_REUSED, 0)} answers reused"
+    )
 
 
 def _describe_azure(counters: dict[str, int]) -> str:

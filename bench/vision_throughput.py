@@ -138,12 +138,7 @@ def _floor_worker(uris: list[str]) -> dict[str, list[float]]:
         search = blazeface.face_search(image, blazeface.DEFAULT_MIN_FACE_FRACTION)
         (faces,) = timed("detect", detector.predict, detector_m, [search])
         upright = [
-            align.upright_face(
-                image,
-                detection.box_of(face),
-                detection.keypoint(face, "right_eye"),
-                detection.keypoint(face, "left_eye"),
-            )
+            align.upright_face(image, detection.box_of(face), *detection.eyes(face))
             for face in detection.face_entries("0" * 64, "", faces)
         ]
         (aligned,) = timed("align", aligner.predict, aligner_m, [upright])

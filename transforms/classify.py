@@ -25,7 +25,7 @@ from PIL import Image
 from transforms.inference import LocalModel, RunModelOnImages, model_cache_dir
 from transforms.ingest import sha256_of_uri
 from transforms.onnx_session import new_session
-from transforms.records import ImageRecord, StepName
+from transforms.records import LOCAL_BACKEND, ImageRecord, StepName
 
 STEP_VERSION = "1"
 MODEL_ID = "efficientnet-lite0-imagenet1k-onnx"
@@ -36,6 +36,7 @@ DEFAULT_TOP_K = 5
 RESULT_TYPE = pa.struct(
     [
         ("step_version", pa.string()),
+        ("backend", pa.string()),  # "local", or the API that answered
         ("model", pa.string()),
         (
             "labels",
@@ -218,6 +219,7 @@ def _attach(
 ) -> ImageRecord:
     result = {
         "step_version": STEP_VERSION,
+        "backend": LOCAL_BACKEND,
         "model": MODEL_ID,
         "labels": top_labels(probabilities, class_names, top_k),
     }

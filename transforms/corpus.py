@@ -36,6 +36,18 @@ def set_paths(corpus_root: str, corpus_version: str) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+def image_hashes(corpus_root: str, corpus_version: str) -> set[str]:
+    """The distinct SHA-256s of a version's images (files rejected at ingest left out)."""
+    found: set[str] = set()
+    for shard in manifest_shards(corpus_root, corpus_version):
+        with storage.open_for_read(shard) as handle:
+            table = pq.read_table(handle, columns=["image_sha256", "rejected_reason"])
+        for sha, rejected in zip(*(column.to_pylist() for column in table.columns), strict=True):
+            if not rejected:
+                found.add(sha)
+    return found
+
+
 def read_original(entry: ManifestEntry) -> bytes:
     """The bytes of an ingested original, checked against its recorded hash."""
     data = storage.read_bytes(entry.uri)

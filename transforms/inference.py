@@ -57,10 +57,11 @@ def packaged_file(package: str, distribution: str, *parts: str) -> str:
 
 
 class LocalModel(abc.ABC):
-    """A model whose weights ship inside an installed package.
+    """A model a worker runs: weights shipped in an installed package, or a remote API
+    (`transforms.remote.api_step`).
 
     Subclasses keep only settings in `__init__` (they are pickled to the workers);
-    weights are read in `load`, once per worker process.
+    weights are read (or clients made) in `load`, once per worker process.
     """
 
     #: Recorded with every result, e.g. "efficientnet-lite0-onnx".
@@ -86,7 +87,10 @@ class LocalModel(abc.ABC):
 
     @abc.abstractmethod
     def predict(self, loaded: Any, inputs: Sequence[Any]) -> list[Any]:
-        """One result per input, in order; may raise for the whole batch."""
+        """One result per input, in order; may raise for the whole batch.
+
+        An exception instance in place of a result is that input's error alone.
+        """
 
     def input_bytes(self, model_input: Any) -> int:
         """Size of one input, for Beam's batch metrics."""
@@ -148,7 +152,11 @@ class _LocalModelHandler(ModelHandler[_Example, PredictionResult, _LoadedModel])
             except Exception:  # noqa: BLE001 - retried one by one below
                 predictions = [self._predict_one(model.model, one) for one in inputs]
         return [
-            PredictionResult(example, prediction, self._model.model_id)
+            PredictionResult(
+                example,
+                _PredictionFailed(prediction) if isinstance(prediction, Exception) else prediction,
+                self._model.model_id,
+            )
             for example, prediction in zip(batch, predictions, strict=True)
         ]
 
@@ -156,7 +164,7 @@ class _LocalModelHandler(ModelHandler[_Example, PredictionResult, _LoadedModel])
         try:
             return self._model.predict(model, [model_input])[0]
         except Exception as error:  # noqa: BLE001 - reported as this image's error
-            return _PredictionFailed(error)
+            return error
 
     def get_num_bytes(self, batch: Sequence[_Example]) -> int:
         return sum(self._model.input_bytes(example.model_input) for example in batch)
@@ -167,19 +175,30 @@ class _LocalModelHandler(ModelHandler[_Example, PredictionResult, _LoadedModel])
 
 PrepareFunction = Callable[[ImageRecord], Any]
 AttachFunction = Callable[[ImageRecord, Any], ImageRecord]
+LookupFunction = Callable[[ImageRecord], Any]
+# `Prepare` sends images whose prediction is already known straight to `Attach`.
+_KNOWN = "known"
 
 
 class _Prepare(beam.DoFn):
     """record -> (uri, example); images an earlier step failed on pass by."""
 
-    def __init__(self, step: str, prepare: PrepareFunction, requires: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        step: str,
+        prepare: PrepareFunction,
+        requires: tuple[str, ...],
+        lookup: LookupFunction | None,
+    ) -> None:
         self._step = step
         self._prepare = prepare
         self._requires = requires
+        self._lookup = lookup
 
     def setup(self) -> None:
         self._failed = Metrics.counter(self._step, "failed")
         self._skipped = Metrics.counter(self._step, "skipped_upstream_failed")
+        self._reused = Metrics.counter(self._step, "answers_reused")
 
     def process(self, record: ImageRecord):
         if upstream_failed(record, needs_pixels=True, requires=self._requires):
@@ -187,6 +206,14 @@ class _Prepare(beam.DoFn):
             yield beam.pvalue.TaggedOutput(RECORDS, record)
             return
         try:
+            known = self._lookup(record) if self._lookup else None
+            if known is not None:
+                self._reused.inc()
+                example = _Example(record, None)
+                yield beam.pvalue.TaggedOutput(
+                    _KNOWN, (record.entry.uri, PredictionResult(example, known))
+                )
+                return
             model_input = self._prepare(record)
         except Exception as error:  # noqa: BLE001 - one bad image must not fail the run
             self._failed.inc()
@@ -237,6 +264,8 @@ class RunModelOnImages(beam.PTransform):
         attach: (record, prediction) -> record with the step's result.
         requires: skip images missing any of these steps' results.
         min_batch_size, max_batch_size: bounds for Beam's adaptive batching.
+        lookup: record -> its prediction if already known (e.g. a stored API
+            answer), else None; known images skip the model.
 
     Returns:
         Outputs `records` (every input record, with the result where it worked)
@@ -252,20 +281,22 @@ class RunModelOnImages(beam.PTransform):
         requires: tuple[str, ...] = (),
         min_batch_size: int = 1,
         max_batch_size: int = 8,
+        lookup: LookupFunction | None = None,
     ) -> None:
         super().__init__()
         self._step = step
         self._handler = KeyedModelHandler(_LocalModelHandler(model, min_batch_size, max_batch_size))
-        self._prepare = _Prepare(step, prepare, requires)
+        self._prepare = _Prepare(step, prepare, requires, lookup)
         self._attach = _Attach(step, attach)
 
     def expand(self, records):
         prepared = records | "Prepare" >> beam.ParDo(self._prepare).with_outputs(
-            RECORDS, ERRORS, main="examples"
+            RECORDS, ERRORS, _KNOWN, main="examples"
         )
+        predicted = prepared.examples | "RunInference" >> RunInference(self._handler)
         attached = (
-            prepared.examples
-            | "RunInference" >> RunInference(self._handler)
+            (predicted, prepared[_KNOWN])
+            | "WithKnown" >> beam.Flatten()
             | "Attach" >> beam.ParDo(self._attach).with_outputs(ERRORS, main=RECORDS)
         )
         return {

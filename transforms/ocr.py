@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from transforms.inference import LocalModel, RunModelOnImages
-from transforms.records import ImageRecord, StepName
+from transforms.records import LOCAL_BACKEND, ImageRecord, StepName
 
 STEP_VERSION = "1"
 MODEL_ID = "rapidocr-3.10-ppocrv6-small"
@@ -26,6 +26,7 @@ _POINT = pa.struct([("x", pa.float32()), ("y", pa.float32())])
 RESULT_TYPE = pa.struct(
     [
         ("step_version", pa.string()),
+        ("backend", pa.string()),  # "local", or the API that answered
         ("model", pa.string()),
         ("text", pa.string()),
         (
@@ -58,10 +59,13 @@ def text_lines(output: Any, min_score: float) -> list[TextLine]:
     ]
 
 
-def ocr_result(lines: list[TextLine]) -> dict[str, Any]:
+def ocr_result(
+    lines: list[TextLine], model: str = MODEL_ID, backend: str = LOCAL_BACKEND
+) -> dict[str, Any]:
     return {
         "step_version": STEP_VERSION,
-        "model": MODEL_ID,
+        "backend": backend,
+        "model": model,
         "text": "\n".join(line.text for line in lines),
         "lines": [
             {

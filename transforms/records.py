@@ -25,6 +25,9 @@ class StepName(enum.StrEnum):
     PIPELINE_OUTPUT = "pipelineoutput"
 
 
+# What `backend` says in a result made by a model that ran here.
+LOCAL_BACKEND = "local"
+
 # Errors found before any step runs are reported under these pseudo-steps.
 INGEST_STEP = "ingest"
 READ_STEP = "read"

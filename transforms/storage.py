@@ -75,6 +75,18 @@ def read_bytes(uri: str) -> bytes:
         return handle.read()
 
 
+def read_if_exists(uri: str) -> bytes | None:
+    """The file's bytes, or None if it is not there (any other failure is raised)."""
+    try:
+        return read_bytes(uri)
+    except FileNotFoundError:
+        return None
+    except BeamIOError as error:
+        if _is_not_found(error):
+            return None
+        raise
+
+
 def write_atomically(uri: str, write: Callable[[BinaryIO], None], overwrite: bool = True) -> None:
     """Writes a file so readers never see it half-written.
 

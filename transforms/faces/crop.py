@@ -20,7 +20,7 @@ from PIL import Image
 
 from transforms import paths, storage
 from transforms.faces import align, dlib_models
-from transforms.faces.detection import POINT, box_of, keypoint
+from transforms.faces.detection import POINT, box_of, eyes
 from transforms.inference import LocalModel, RunModelOnImages
 from transforms.records import ImageRecord, ManifestEntry, StepName
 
@@ -99,15 +99,7 @@ class DlibAligner(LocalModel):
 
 def _prepare(record: ImageRecord) -> list[align.UprightFace]:
     faces = record.results[StepName.FACE_DETECTION]["faces"]
-    return [
-        align.upright_face(
-            record.image,
-            box_of(face),
-            keypoint(face, "right_eye"),
-            keypoint(face, "left_eye"),
-        )
-        for face in faces
-    ]
+    return [align.upright_face(record.image, box_of(face), *eyes(face)) for face in faces]
 
 
 def write_chip(

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from transforms.faces import blazeface
 from transforms.inference import RunModelOnImages
-from transforms.records import ImageRecord, StepName
+from transforms.records import LOCAL_BACKEND, ImageRecord, StepName
 
 STEP_VERSION = "1"
 
@@ -38,6 +38,7 @@ FACE = pa.struct(
 RESULT_TYPE = pa.struct(
     [
         ("step_version", pa.string()),
+        ("backend", pa.string()),  # "local", or the API that answered
         ("model", pa.string()),
         ("detector", pa.string()),
         ("faces", pa.list_(FACE)),
@@ -59,23 +60,44 @@ def face_id(image_sha256: str, detector: str, face_index: int) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def face_entries(
-    image_sha256: str, detector: str, detections: list[blazeface.Detection]
-) -> list[dict[str, Any]]:
-    left_to_right = sorted(detections, key=lambda d: (d.box[0], d.box[1]))
+@dataclasses.dataclass(frozen=True)
+class FoundFace:
+    """A face from any detector, in image pixels; keypoints named as BlazeFace's."""
+
+    box: tuple[float, float, float, float]  # left, top, right, bottom
+    keypoints: dict[str, tuple[float, float]]
+    score: float | None  # None: the detector gives no confidence (Azure Face)
+
+
+def numbered_faces(image_sha256: str, detector: str, faces: list[FoundFace]) -> list[dict]:
+    """Result entries numbered left to right, each with its stable `face_id`."""
+    left_to_right = sorted(faces, key=lambda face: (face.box[0], face.box[1]))
     return [
         {
             "face_index": index,
             "face_id": face_id(image_sha256, detector, index),
-            "box": dict(zip(("left", "top", "right", "bottom"), detection.box, strict=True)),
+            "box": dict(zip(("left", "top", "right", "bottom"), face.box, strict=True)),
             "keypoints": [
-                {"name": name, "x": x, "y": y}
-                for name, (x, y) in zip(blazeface.KEYPOINTS, detection.keypoints, strict=True)
+                {"name": name, "x": x, "y": y} for name, (x, y) in face.keypoints.items()
             ],
-            "score": detection.score,
+            "score": face.score,
         }
-        for index, detection in enumerate(left_to_right)
+        for index, face in enumerate(left_to_right)
     ]
+
+
+def face_entries(
+    image_sha256: str, detector: str, detections: list[blazeface.Detection]
+) -> list[dict[str, Any]]:
+    found = [
+        FoundFace(
+            detection.box,
+            dict(zip(blazeface.KEYPOINTS, detection.keypoints, strict=True)),
+            detection.score,
+        )
+        for detection in detections
+    ]
+    return numbered_faces(image_sha256, detector, found)
 
 
 def box_of(face: dict[str, Any]) -> tuple[float, float, float, float]:
@@ -83,9 +105,19 @@ def box_of(face: dict[str, Any]) -> tuple[float, float, float, float]:
     return box["left"], box["top"], box["right"], box["bottom"]
 
 
-def keypoint(face: dict[str, Any], name: str) -> tuple[float, float]:
-    point = next(p for p in face["keypoints"] if p["name"] == name)
-    return point["x"], point["y"]
+def keypoint(face: dict[str, Any], name: str) -> tuple[float, float] | None:
+    point = next((p for p in face["keypoints"] if p["name"] == name), None)
+    return None if point is None else (point["x"], point["y"])
+
+
+def eyes(face: dict[str, Any]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(subject's right eye, left eye); level eyes placed in the box if a detector gave none."""
+    right, left = keypoint(face, "right_eye"), keypoint(face, "left_eye")
+    if right is None or left is None:
+        box_left, top, box_right, bottom = box_of(face)
+        width, level = box_right - box_left, top + 0.4 * (bottom - top)
+        right, left = (box_left + 0.3 * width, level), (box_left + 0.7 * width, level)
+    return right, left
 
 
 def _prepare(record: ImageRecord, min_face_fraction: float) -> blazeface.FaceSearch:
@@ -97,6 +129,7 @@ def _attach(
 ) -> ImageRecord:
     result = {
         "step_version": STEP_VERSION,
+        "backend": LOCAL_BACKEND,
         "model": blazeface.MODEL_ID,
         "detector": detector,
         "faces": face_entries(record.entry.image_sha256, detector, detections),

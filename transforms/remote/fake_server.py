@@ -8,8 +8,9 @@ Serves, over real HTTP from a threaded server:
 * Google Cloud Vision: `POST /v1/images:annotate`, up to 16 images per request as
   base64 in JSON, with `LABEL_DETECTION`, `TEXT_DETECTION` and `FACE_DETECTION`.
 
-Its answers are computed from the image (size, brightness and colour tags; no text;
-faces from `find_faces` when given one), so they are deterministic but not a model's.
+Its answers are computed from the image (size, brightness and colour tags; faces
+and text from the `find_faces` and `find_text` hooks when given), so they are
+deterministic but not a model's.
 What it is for is the protocol: it enforces a request rate with `429` and a
 `Retry-After` header, checks the API key, refuses undecodable images with each API's
 own error shape, and injects faults — `5xx`, stalls past the client's timeout, reset
@@ -46,7 +47,9 @@ FAULTS = ("500", "503", "timeout", "reset", "malformed")
 _FEATURE_NUMBERS = {1: "FACE_DETECTION", 4: "LABEL_DETECTION", 5: "TEXT_DETECTION"}
 _FEATURE_NUMBERS[11] = "DOCUMENT_TEXT_DETECTION"
 
-FaceFinder = Callable[[Image.Image], list[tuple[int, int, int, int]]]  # left, top, w, h
+Box = tuple[int, int, int, int]  # left, top, width, height
+FaceFinder = Callable[[Image.Image], list[Box]]
+TextFinder = Callable[[Image.Image], list[tuple[str, Box]]]  # lines of text
 
 
 @dataclasses.dataclass
@@ -62,6 +65,7 @@ class FakeApiSettings:
         key: the API key requests must carry; None accepts any.
         seed: for the fault draw, so a run can be repeated.
         find_faces: detects faces for the face features; None finds none.
+        find_text: reads lines of text for the text features; None finds none.
     """
 
     rate: Rate | None = None
@@ -71,6 +75,7 @@ class FakeApiSettings:
     key: str | None = None
     seed: int = 0
     find_faces: FaceFinder | None = None
+    find_text: TextFinder | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,17 +193,16 @@ class _Handler(JsonHandler):
             tags = [{"name": name, "confidence": score} for name, score in _describe(image)]
             result["tagsResult"] = {"values": tags}
         if "read" in features:
-            result["readResult"] = {"blocks": []}
+            lines = [_azure_line(text, box) for text, box in self.server.state.find_text(image)]
+            result["readResult"] = {"blocks": [{"lines": lines}] if lines else []}
         return 200, result
 
     def _detect(self, query, body: bytes):
         image = _decode(body)
         if image is None:
             return 400, _error("face", "InvalidImage", "Decoding error, image format unsupported.")
-        return 200, [
-            {"faceRectangle": {"top": top, "left": left, "width": width, "height": height}}
-            for left, top, width, height in self.server.state.find_faces(image)
-        ]
+        landmarks = query.get("returnFaceLandmarks", ["false"])[0] == "true"
+        return 200, [_azure_face(box, landmarks) for box in self.server.state.find_faces(image)]
 
     def _annotate(self, query, body: bytes):
         try:
@@ -228,7 +232,7 @@ class _Handler(JsonHandler):
                     for name, s in _describe(image)[:limit]
                 ]
             elif kind in ("TEXT_DETECTION", "DOCUMENT_TEXT_DETECTION"):
-                response.setdefault("textAnnotations", [])
+                response.update(_google_text(self.server.state.find_text(image)))
             elif kind == "FACE_DETECTION":
                 response["faceAnnotations"] = [
                     _face_annotation(box) for box in self.server.state.find_faces(image)[:limit]
@@ -236,18 +240,85 @@ class _Handler(JsonHandler):
         return response
 
 
-def _face_annotation(box: tuple[int, int, int, int]) -> dict:
+def _corners(box: Box) -> list[dict[str, int]]:
     left, top, width, height = box
-    vertices = [
+    return [
         {"x": left, "y": top},
         {"x": left + width, "y": top},
         {"x": left + width, "y": top + height},
         {"x": left, "y": top + height},
     ]
+
+
+def _landmarks(box: Box) -> dict[str, tuple[float, float]]:
+    """Where the landmarks of an upright frontal face sit in its box, roughly."""
+    left, top, width, height = box
+    at = {"pupilLeft": (0.3, 0.4), "pupilRight": (0.7, 0.4), "noseTip": (0.5, 0.6)}
+    at |= {"mouthLeft": (0.35, 0.8), "mouthRight": (0.65, 0.8)}
+    return {name: (left + fx * width, top + fy * height) for name, (fx, fy) in at.items()}
+
+
+def _azure_face(box: Box, landmarks: bool) -> dict:
+    left, top, width, height = box
+    face: dict = {"faceRectangle": {"top": top, "left": left, "width": width, "height": height}}
+    if landmarks:
+        face["faceLandmarks"] = {name: {"x": x, "y": y} for name, (x, y) in _landmarks(box).items()}
+    return face
+
+
+def _face_annotation(box: Box) -> dict:
+    marks = _landmarks(box)
+    # Cloud Vision's LEFT_EYE is on the image's left; its mouth is one point.
+    points = {"LEFT_EYE": marks["pupilLeft"], "RIGHT_EYE": marks["pupilRight"]}
+    points["NOSE_TIP"] = marks["noseTip"]
+    points["MOUTH_CENTER"] = (
+        (marks["mouthLeft"][0] + marks["mouthRight"][0]) / 2,
+        marks["mouthLeft"][1],
+    )
     return {
-        "boundingPoly": {"vertices": vertices},
-        "fdBoundingPoly": {"vertices": vertices},
+        "boundingPoly": {"vertices": _corners(box)},
+        "fdBoundingPoly": {"vertices": _corners(box)},
+        "landmarks": [
+            {"type": name, "position": {"x": x, "y": y, "z": 0.0}}
+            for name, (x, y) in points.items()
+        ],
         "detectionConfidence": 0.9,
+    }
+
+
+def _azure_line(text: str, box: Box) -> dict:
+    return {
+        "text": text,
+        "boundingPolygon": _corners(box),
+        "words": [
+            {"text": word, "boundingPolygon": _corners(box), "confidence": 0.95}
+            for word in text.split()
+        ],
+    }
+
+
+def _google_text(lines: list[tuple[str, Box]]) -> dict:
+    if not lines:
+        return {}
+    words = [
+        {"description": word, "boundingPoly": {"vertices": _corners(box)}}
+        for text, box in lines
+        for word in text.split()
+    ]
+    paragraphs = [
+        {
+            "boundingBox": {"vertices": _corners(box)},
+            "confidence": 0.95,
+            "words": [
+                {"symbols": [{"text": character} for character in word]} for word in text.split()
+            ],
+        }
+        for text, box in lines
+    ]
+    everything = {"description": "\n".join(text for text, _ in lines) + "\n"}
+    return {
+        "textAnnotations": [everything, *words],
+        "fullTextAnnotation": {"pages": [{"blocks": [{"paragraphs": paragraphs}]}]},
     }
 
 
@@ -305,8 +376,12 @@ class FakeVisionApi(BackgroundServer):
                 return self._random.choice(self.settings.faults)
         return None
 
-    def find_faces(self, image: Image.Image) -> list[tuple[int, int, int, int]]:
+    def find_faces(self, image: Image.Image) -> list[Box]:
         finder = self.settings.find_faces
+        return finder(image) if finder else []
+
+    def find_text(self, image: Image.Image) -> list[tuple[str, Box]]:
+        finder = self.settings.find_text
         return finder(image) if finder else []
 
     def record(self, api: str, images: int, status: int | str) -> None:

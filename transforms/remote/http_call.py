@@ -44,6 +44,7 @@ class CallStats:
     """What calls cost, for metrics and the run summary."""
 
     requests: int = 0
+    images: int = 0  # images answered
     retries: int = 0
     throttled: int = 0  # 429 answers
     throttled_seconds: float = 0.0  # waited because of Retry-After
@@ -71,8 +72,12 @@ def call_json(
     policy: RetryPolicy,
     stats: CallStats,
     sleep: Callable[[float], None] = time.sleep,
+    parse: Callable[[Any], Any] = lambda payload: payload,
 ) -> Any:
-    """Sends with `send()` until a JSON answer arrives; returns it parsed.
+    """Sends with `send()` until a JSON answer arrives; returns `parse(answer)`.
+
+    `parse` may raise ValueError for an answer that is well-formed JSON but not
+    what was asked for; that is retried like malformed JSON.
 
     Raises:
         ApiRefusedError: the API refused the request.
@@ -101,7 +106,7 @@ def call_json(
                 raise ApiRefusedError(response.status_code, _api_message(response))
             if response.status_code >= 500:
                 raise ApiUnavailableError(f"HTTP {response.status_code}: {_api_message(response)}")
-            return response.json()
+            return parse(response.json())
         except (httpx.TransportError, ApiUnavailableError, ValueError) as error:
             failures += 1
             if failures == policy.tries:

@@ -80,6 +80,7 @@ class QuotaServer(BackgroundServer):
 
     def __init__(self, rate: Rate, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(_Handler, Schedule(rate), host, port)
+        self.rate = rate
 
     @property
     def url(self) -> str:

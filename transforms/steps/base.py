@@ -13,7 +13,7 @@ import dataclasses
 import enum
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -21,6 +21,9 @@ from apache_beam.metrics import Metrics
 
 from transforms.azure_tables import AzureTables
 from transforms.records import ErrorRecord, ImageRecord
+
+if TYPE_CHECKING:
+    from transforms.remote.api_step import ApiSettings
 
 RECORDS = "records"
 ERRORS = "errors"
@@ -36,6 +39,7 @@ class StepContext:
     expected_images: int = 0  # manifest size, to size outputs
     step_columns: Mapping[str, pa.DataType] = dataclasses.field(default_factory=dict)
     azure_tables: AzureTables | None = None  # where the Azure Table copy goes, if any
+    api: ApiSettings | None = None  # how steps on a remote backend call their APIs
 
     def option(self, name: str, default: Any = None) -> Any:
         return getattr(self.options, name, default)

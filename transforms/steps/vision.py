@@ -3,33 +3,84 @@
 from __future__ import annotations
 
 import argparse
+import functools
+
+import apache_beam as beam
 
 from transforms import classify, ocr, storage
 from transforms.faces import blazeface, crop, detection, embed, match
-from transforms.records import StepName
+from transforms.records import LOCAL_BACKEND, ImageRecord, StepName
+from transforms.remote import backends
+from transforms.remote.answer_store import StoredAnswer
+from transforms.remote.api_step import CallVisionApi, ResultMaker
 from transforms.steps.base import Step, StepContext, TransformSpec
 
 
-def _build_classification(context: StepContext) -> classify.ClassifyImages:
-    return classify.ClassifyImages(
-        top_k=context.option("classification_top_k", classify.DEFAULT_TOP_K)
+def _add_backend_option(group: argparse._ArgumentGroup, step: str, api_features: str) -> None:
+    group.add_argument(
+        f"--{step}-backend",
+        choices=backends.BACKENDS,
+        default=LOCAL_BACKEND,
+        help=f"run on the local model or on an API ({api_features}); endpoints and keys "
+        "come from the environment or --api-config (default %(default)s)",
     )
 
 
+def _on_api(context: StepContext, step: str, make_result: ResultMaker) -> CallVisionApi:
+    """The step on the API its options chose."""
+    if context.api is None:
+        raise ValueError(f"--{step}-backend needs the run's API settings")
+    api = backends.chosen_api(step, context.options)
+    return CallVisionApi(
+        step=step,
+        api=api,
+        corpus_root=context.corpus_root,
+        settings=context.api,
+        read=backends.reader_for(step, api),
+        make_result=make_result,
+    )
+
+
+def _labels(record: ImageRecord, stored: StoredAnswer, backend: str, top_k: int) -> dict:
+    return backends.labels_result(stored, backend, top_k)
+
+
+def _build_classification(context: StepContext) -> beam.PTransform:
+    step = StepName.GENERAL_CLASSIFICATION
+    top_k = context.option("classification_top_k", classify.DEFAULT_TOP_K)
+    local = classify.ClassifyImages(top_k=top_k)  # validates top_k either way
+    if api := backends.chosen_api(step, context.options):
+        return _on_api(context, step, functools.partial(_labels, backend=api.name, top_k=top_k))
+    return local
+
+
 def _classification_options(group: argparse._ArgumentGroup) -> None:
+    _add_backend_option(
+        group, StepName.GENERAL_CLASSIFICATION, "azure: AI Vision tags; google: Cloud Vision labels"
+    )
     group.add_argument(
         "--classification-top-k",
         type=int,
         default=classify.DEFAULT_TOP_K,
-        help="ImageNet labels kept per image (default %(default)s)",
+        help="labels kept per image (default %(default)s)",
     )
 
 
-def _build_ocr(context: StepContext) -> ocr.ExtractText:
-    return ocr.ExtractText(min_score=context.option("ocr_min_score", ocr.DEFAULT_MIN_SCORE))
+def _text(record: ImageRecord, stored: StoredAnswer, backend: str, min_score: float) -> dict:
+    return backends.text_result(stored, backend, min_score)
+
+
+def _build_ocr(context: StepContext) -> beam.PTransform:
+    step = StepName.OCR
+    local = ocr.ExtractText(min_score=context.option("ocr_min_score", ocr.DEFAULT_MIN_SCORE))
+    if api := backends.chosen_api(step, context.options):
+        make = functools.partial(_text, backend=api.name, min_score=local.min_score)
+        return _on_api(context, step, make)
+    return local
 
 
 def _ocr_options(group: argparse._ArgumentGroup) -> None:
+    _add_backend_option(group, StepName.OCR, "azure: AI Vision read; google: Cloud Vision text")
     group.add_argument(
         "--ocr-min-score",
         type=float,
@@ -38,14 +89,55 @@ def _ocr_options(group: argparse._ArgumentGroup) -> None:
     )
 
 
-def _build_detection(context: StepContext) -> detection.DetectFaces:
+def _local_detection(context: StepContext) -> detection.DetectFaces:
     return detection.DetectFaces(
         min_score=context.option("face_min_score", blazeface.DEFAULT_MIN_SCORE),
         min_face_fraction=context.option("face_min_size", blazeface.DEFAULT_MIN_FACE_FRACTION),
     )
 
 
+def _detector_settings(context: StepContext) -> str:
+    """What numbers the faces (and names the chips) of the chosen detector."""
+    local = _local_detection(context)
+    if api := backends.chosen_api(StepName.FACE_DETECTION, context.options):
+        return backends.detector_settings(api, local.min_score)
+    return local.settings()
+
+
+def _faces(
+    record: ImageRecord, stored: StoredAnswer, backend: str, detector: str, min_score: float
+) -> dict:
+    return backends.faces_result(stored, backend, record.entry.image_sha256, detector, min_score)
+
+
+def _build_detection(context: StepContext) -> beam.PTransform:
+    step = StepName.FACE_DETECTION
+    local = _local_detection(context)
+    grid = context.option("face_grid", 1)
+    if not 1 <= grid <= 4:
+        raise ValueError(f"--face-grid must be 1-4 (images per side of the grid), got {grid}")
+    if api := backends.chosen_api(step, context.options):
+        detector = backends.detector_settings(api, local.min_score)
+        make = functools.partial(
+            _faces, backend=api.name, detector=detector, min_score=local.min_score
+        )
+        return _on_api(context, step, make)
+    if grid != 1:
+        raise ValueError("--face-grid is for --facedetection-backend azure only")
+    return local
+
+
 def _detection_options(group: argparse._ArgumentGroup) -> None:
+    _add_backend_option(
+        group, StepName.FACE_DETECTION, "azure: Face detect; google: Cloud Vision faces"
+    )
+    group.add_argument(
+        "--face-grid",
+        type=int,
+        default=1,
+        help="with the azure backend, send N x N images as one grid image per detect call: "
+        "N^2 times fewer calls, but small faces are lost (default %(default)s: off)",
+    )
     group.add_argument(
         "--face-min-score",
         type=float,
@@ -56,8 +148,8 @@ def _detection_options(group: argparse._ArgumentGroup) -> None:
         "--face-min-size",
         type=float,
         default=blazeface.DEFAULT_MIN_FACE_FRACTION,
-        help="smallest face to look for, as a fraction of the image's longest side; "
-        "smaller finds smaller faces at more cost (default %(default)s)",
+        help="local model: smallest face to look for, as a fraction of the image's longest "
+        "side; smaller finds smaller faces at more cost (default %(default)s)",
     )
 
 
@@ -65,7 +157,7 @@ def _build_crop(context: StepContext) -> crop.CropFaces:
     return crop.CropFaces(
         corpus_root=context.corpus_root,
         transform_version=context.option("facecrop_version", crop.DEFAULT_TRANSFORM_VERSION),
-        detector=_build_detection(context).settings(),
+        detector=_detector_settings(context),
     )
 
 
@@ -93,7 +185,8 @@ def _build_match(context: StepContext) -> match.MatchFaces:
         gallery_images=gallery_images,
         corpus_version=context.corpus_version,
         threshold=context.option("match_threshold", match.DEFAULT_THRESHOLD),
-        detect=_build_detection(context),
+        # Gallery photos are few: they always go through the local detector.
+        detect=_local_detection(context),
     )
 
 

@@ -1,0 +1,123 @@
+"""Command-line flags for steps run on remote APIs: quota, config, timeouts, dry run.
+
+No flag takes a key: keys come from the environment or the `--api-config` file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from transforms.remote import endpoints
+from transforms.remote.api_step import ApiSettings
+from transforms.remote.apis import Api
+from transforms.remote.backends import STEPS_WITH_BACKENDS, chosen_api
+from transforms.remote.quota import QuotaServer, Rate, parse_rate
+
+
+def _rate(text: str) -> Rate:
+    try:
+        return parse_rate(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _positive(kind: type):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "remote APIs (for steps run with --STEP-backend azure or google)",
+        "Endpoints and keys come from IMAGINEM_<API>_ENDPOINT and IMAGINEM_<API>_KEY "
+        "(API: AZURE_VISION, AZURE_FACE, GOOGLE_VISION) or from --api-config.",
+    )
+    group.add_argument(
+        "--api-rate",
+        type=_rate,
+        metavar="RATE",
+        help="requests per second, minute or hour for the whole job, across all workers, "
+        "e.g. 10/s or 20/min (default: no limit but the APIs' own 429s)",
+    )
+    group.add_argument(
+        "--api-config",
+        metavar="PATH",
+        help="TOML file with an [azure-vision], [azure-face] or [google-vision] section: "
+        "endpoint, key, price_per_1000",
+    )
+    group.add_argument(
+        "--api-timeout",
+        type=_positive(float),
+        default=60.0,
+        metavar="SECONDS",
+        help="give up on a request after this long and retry it (default %(default)s)",
+    )
+    group.add_argument(
+        "--api-concurrency",
+        type=_positive(int),
+        default=4,
+        metavar="N",
+        help="requests in flight per worker process (default %(default)s)",
+    )
+    group.add_argument(
+        "--api-quota-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the job's quota service listens on; workers on other machines "
+        "must reach it (default %(default)s)",
+    )
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print how many API calls the run would make (and their price, if the "
+        "config gives one), then stop",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiPlan:
+    """The APIs a run calls, how, and what they cost."""
+
+    apis: dict[str, Api]  # step -> API
+    settings: ApiSettings
+    prices: dict[str, float]  # API name -> price per 1,000 billable units
+    quota: QuotaServer | None  # started with the pipeline, stopped after it
+
+
+def resolve(args: argparse.Namespace, step_names: list[str]) -> ApiPlan | None:
+    """Endpoints, keys and the quota service for the steps that run on an API.
+
+    Raises:
+        ValueError: a missing endpoint or key, or a bad config file.
+    """
+    chosen = {
+        step: api
+        for step in STEPS_WITH_BACKENDS
+        if step in step_names and (api := chosen_api(step, args))
+    }
+    if not chosen:
+        return None
+    config = endpoints.read_config(args.api_config) if args.api_config else {}
+    names = sorted({api.name for api in chosen.values()})
+    found = {name: endpoints.resolve(name, config.get(name)) for name in names}
+    prices = {
+        name: config[name].price_per_1000
+        for name in names
+        if name in config and config[name].price_per_1000 is not None
+    }
+    quota = None
+    if args.api_rate and not args.dry_run:
+        quota = QuotaServer(args.api_rate, host=args.api_quota_host)
+    settings = ApiSettings(
+        endpoints=found,
+        quota_url=quota.url if quota else None,
+        timeout_seconds=args.api_timeout,
+        concurrency=args.api_concurrency,
+    )
+    return ApiPlan(chosen, settings, prices, quota)
