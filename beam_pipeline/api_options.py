@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 
 from transforms.remote import endpoints
-from transforms.remote.api_step import ApiSettings
+from transforms.remote.api_step import API_RETRY, ApiSettings
 from transforms.remote.apis import Api
 from transforms.remote.backends import STEPS_WITH_BACKENDS, chosen_api
 from transforms.remote.quota import QuotaServer, Rate, parse_rate
@@ -57,6 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         metavar="SECONDS",
         help="give up on a request after this long and retry it (default %(default)s)",
+    )
+    group.add_argument(
+        "--api-tries",
+        type=_positive(int),
+        default=API_RETRY.tries,
+        metavar="N",
+        help="tries per request through 5xx, timeouts and dropped connections before "
+        "its images go to the errors table (default %(default)s)",
     )
     group.add_argument(
         "--api-concurrency",
@@ -119,5 +127,6 @@ def resolve(args: argparse.Namespace, step_names: list[str]) -> ApiPlan | None:
         quota_url=quota.url if quota else None,
         timeout_seconds=args.api_timeout,
         concurrency=args.api_concurrency,
+        retry=dataclasses.replace(API_RETRY, tries=args.api_tries),
     )
     return ApiPlan(chosen, settings, prices, quota)

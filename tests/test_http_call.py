@@ -23,11 +23,11 @@ def test_thirty_percent_faults_all_end_in_an_answer():
     with FakeVisionApi(settings) as server, httpx.Client(timeout=0.3) as client:
         results = [
             call_json(
-                _analyze(server, client, image_factory.png_bytes(40 + i, 30)), None, POLICY, stats
+                _analyze(server, client, image_factory.png_bytes(60 + i, 50)), None, POLICY, stats
             )
             for i in range(40)
         ]
-    assert [r["metadata"]["width"] for r in results] == [40 + i for i in range(40)]
+    assert [r["metadata"]["width"] for r in results] == [60 + i for i in range(40)]
     faults = [entry.status for entry in server.log if not isinstance(entry.status, int)]
     assert len(faults) == stats.retries > 0
     assert {"timeout", "reset", "malformed"} & set(faults)

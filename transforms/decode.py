@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import warnings
 
 import numpy as np
@@ -86,8 +87,10 @@ def decode_image(
             # Pillow's own hard stop, at twice its MAX_IMAGE_PIXELS.
             raise PixelLimitError(f"{error} (possible decompression bomb)") from error
         except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            # Pillow names the buffer with its address; an error row must not vary by run.
+            reason = re.sub(r" <[^>]* at 0x[0-9a-f]+>", "", str(error))
             raise UnsupportedFormatError(
-                f"not a recognised image ({', '.join(formats)}): {error}"
+                f"not a recognised image ({', '.join(formats)}): {reason}"
             ) from error
         pixels = image.width * image.height
         if pixels > max_pixels:

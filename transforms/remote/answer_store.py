@@ -4,7 +4,8 @@ An answer is stored under (image SHA-256, step, backend, model version), as
 `<root>/cache/api/<step>/<backend>/<model version>/<sha256>.json`: a pure function of
 the image's content and the versions, so a re-run of the same corpus version, or a
 new version that repeats images, finds it and makes no call. It is written as soon
-as the API answers, before the result goes on, and never overwritten.
+as the API answers, before the result goes on, and never overwritten. A refusal of
+the image itself is stored as well; failures of the request (bad key, outage) are not.
 """
 
 from __future__ import annotations
@@ -20,18 +21,27 @@ CACHE_DIR = "cache"
 
 @dataclasses.dataclass(frozen=True)
 class StoredAnswer:
-    """An image's answer in neutral form, with the model version the API reported."""
+    """An image's answer in neutral form, with the model version the API reported.
+
+    `refused` holds the API's status and message (`{"status", "message"}`) when it
+    refused the image itself (too small, unreadable): asking again would get the
+    same answer, so it is kept too.
+    """
 
     model: str
     answer: Any
+    refused: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
-        return json.dumps({"model": self.model, "answer": self.answer}).encode()
+        stored = {"model": self.model, "answer": self.answer}
+        if self.refused is not None:
+            stored["refused"] = self.refused
+        return json.dumps(stored).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> StoredAnswer:
         stored = json.loads(data)
-        return cls(stored["model"], stored["answer"])
+        return cls(stored["model"], stored["answer"], stored.get("refused"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ from transforms.remote.answer_store import AnswerStore, StoredAnswer
 from transforms.remote.apis import Api
 from transforms.remote.backends import Reader
 from transforms.remote.endpoints import ApiEndpoint
-from transforms.remote.http_call import CallStats, call_json
+from transforms.remote.http_call import ApiRefusedError, CallStats, call_json
 from transforms.remote.quota import QuotaClient
 from transforms.retry import RetryPolicy
 
@@ -126,15 +126,21 @@ class _ApiModel(LocalModel):
                 parse=lambda payload: self._api.split(payload, packed),
             )
         except Exception as error:  # noqa: BLE001 - the error of every image in the request
-            return {one.image_sha256: error for one in sent}, stats
+            if len(sent) > 1 or not isinstance(error, ApiRefusedError):
+                return {one.image_sha256: error for one in sent}, stats
+            per_image = [error]  # one image, refused: its own answer
         outcome: dict[str, Any] = {}
         for one, answer in zip(sent, per_image, strict=True):
-            if isinstance(answer, Exception):
-                outcome[one.image_sha256] = answer
-                continue
-            stored = StoredAnswer(self._api.reported_model(answer), self._read(answer, one.scale))
-            self._store.put(one.image_sha256, stored)
-            outcome[one.image_sha256] = stored
+            if isinstance(answer, ApiRefusedError) and answer.refuses_the_image:
+                refused = {"status": answer.status, "message": answer.message}
+                self._store.put(
+                    one.image_sha256, StoredAnswer(self._api.model_version, None, refused)
+                )
+            elif not isinstance(answer, Exception):
+                read = self._read(answer, one.scale)
+                answer = StoredAnswer(self._api.reported_model(answer), read)
+                self._store.put(one.image_sha256, answer)
+            outcome[one.image_sha256] = answer
         stats.images = len(sent)
         return outcome, stats
 
@@ -167,6 +173,9 @@ ResultMaker = Callable[[ImageRecord, StoredAnswer], dict[str, Any]]
 
 
 def _attach(record: ImageRecord, stored: StoredAnswer, step: str, make: ResultMaker):
+    if stored.refused is not None:
+        # Refused when it was sent before: the same error row, without a call.
+        raise ApiRefusedError(**stored.refused)
     return record.with_result(step, make(record, stored))
 
 

@@ -42,6 +42,7 @@ from transforms.remote.quota import Rate
 VISION_MODEL_VERSION = "2023-10-01"
 MAX_IMAGES_PER_ANNOTATE = 16
 MAX_PIXELS = 50_000_000
+MIN_VISION_SIDE = 50  # Image Analysis 4.0 refuses smaller images
 FAULTS = ("500", "503", "timeout", "reset", "malformed")
 # Cloud Vision's REST clients send enums as their numbers (`enum-encoding=int`).
 _FEATURE_NUMBERS = {1: "FACE_DETECTION", 4: "LABEL_DETECTION", 5: "TEXT_DETECTION"}
@@ -184,6 +185,12 @@ class _Handler(JsonHandler):
         image = _decode(body)
         if image is None:
             return 400, _error("vision", "InvalidRequest", "Image format is not valid.")
+        if min(image.size) < MIN_VISION_SIDE:
+            return 400, _error(
+                "vision",
+                "InvalidRequest",
+                f"Image size is not allowed to be smaller than {MIN_VISION_SIDE} pixels.",
+            )
         features = set(",".join(query.get("features", [])).lower().split(","))
         result = {
             "modelVersion": VISION_MODEL_VERSION,

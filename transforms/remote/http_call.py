@@ -27,12 +27,25 @@ _MAX_RETRY_AFTER_SECONDS = 300.0
 MAX_THROTTLED_TRIES = 100
 
 
+# Statuses that refuse the image itself; 401, 403 and 404 are about the request.
+IMAGE_REFUSALS = frozenset({400, 413, 415, 422})
+
+
 class ApiRefusedError(RuntimeError):
     """The API refused the request (a 4xx other than 429); its message is kept."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+        self.message = message
+
+    def __reduce__(self):
+        # Travels between workers with the image it belongs to.
+        return type(self), (self.status, self.message)
+
+    @property
+    def refuses_the_image(self) -> bool:
+        return self.status in IMAGE_REFUSALS
 
 
 class ApiUnavailableError(RuntimeError):
