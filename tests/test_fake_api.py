@@ -36,11 +36,11 @@ def fake():
 def test_azure_image_analysis_client_parses_the_fake(fake):
     client = ImageAnalysisClient(fake.url, AzureKeyCredential(KEY))
     result = client.analyze(
-        image_data=image_factory.jpeg_bytes(64, 48),
+        image_data=image_factory.jpeg_bytes(64, 52),
         visual_features=[VisualFeatures.TAGS, VisualFeatures.READ],
     )
     assert result.model_version == "2023-10-01"
-    assert (result.metadata.width, result.metadata.height) == (64, 48)
+    assert (result.metadata.width, result.metadata.height) == (64, 52)
     assert "landscape" in [tag.name for tag in result.tags.list]
     assert result.read.blocks == []
     with pytest.raises(HttpResponseError) as refused:

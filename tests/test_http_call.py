@@ -43,7 +43,7 @@ def test_a_refused_image_is_not_retried_and_keeps_the_api_message():
 
 
 def test_429_is_waited_out_and_a_shared_quota_avoids_it():
-    data = image_factory.png_bytes()
+    data = image_factory.png_bytes(64, 64)
     stats = CallStats()
     with FakeVisionApi(FakeApiSettings(rate=Rate(5))) as server, httpx.Client() as client:
         for _ in range(8):

@@ -129,20 +129,27 @@ class _ApiModel(LocalModel):
             if len(sent) > 1 or not isinstance(error, ApiRefusedError):
                 return {one.image_sha256: error for one in sent}, stats
             per_image = [error]  # one image, refused: its own answer
-        outcome: dict[str, Any] = {}
-        for one, answer in zip(sent, per_image, strict=True):
+        stats.images = len(sent)
+        return {
+            one.image_sha256: self._keep(one, answer)
+            for one, answer in zip(sent, per_image, strict=True)
+        }, stats
+
+    def _keep(self, sent: SentImage, answer: Any) -> Any:
+        """Stores one image's answer (or refusal); returns it, or the error to report."""
+        try:
             if isinstance(answer, ApiRefusedError) and answer.refuses_the_image:
                 refused = {"status": answer.status, "message": answer.message}
-                self._store.put(
-                    one.image_sha256, StoredAnswer(self._api.model_version, None, refused)
-                )
-            elif not isinstance(answer, Exception):
-                read = self._read(answer, one.scale)
-                answer = StoredAnswer(self._api.reported_model(answer), read)
-                self._store.put(one.image_sha256, answer)
-            outcome[one.image_sha256] = answer
-        stats.images = len(sent)
-        return outcome, stats
+                stored = StoredAnswer(self._api.model_version, None, refused)
+            elif isinstance(answer, Exception):
+                return answer
+            else:
+                read = self._read(answer, sent.scale)
+                stored = answer = StoredAnswer(self._api.reported_model(answer), read)
+            self._store.put(sent.image_sha256, stored)
+            return answer
+        except Exception as error:  # noqa: BLE001 - an answer we cannot read or keep
+            return error
 
     def _count(self, stats: CallStats) -> None:
         for name, value in (

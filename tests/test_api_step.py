@@ -1,0 +1,115 @@
+"""`CallVisionApi` as a composite: stored answers, refusals, request failures, metrics."""
+
+import functools
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
+
+from tests.conftest import make_test_pipeline
+from transforms.records import ImageRecord, ManifestEntry, StepName
+from transforms.remote import apis, backends
+from transforms.remote.api_step import ApiSettings, CallVisionApi
+from transforms.remote.endpoints import ApiEndpoint
+from transforms.remote.fake_server import FakeApiSettings, FakeVisionApi
+from transforms.retry import RetryPolicy
+from transforms.steps import ERRORS, RECORDS
+
+STEP = StepName.GENERAL_CLASSIFICATION
+KEY_ENV = "IMAGINEM_TEST_API_KEY"
+
+
+def _record(index: int, side: int = 64) -> ImageRecord:
+    name = f"img{index}.png"
+    entry = ManifestEntry(name, "", name, "v1", f"/corpus/{name}", f"{index:064x}", 1)
+    image = Image.new("RGB", (side, side), (index * 40 % 256, 90, 30))
+    return ImageRecord(entry=entry, image=image)
+
+
+def _run(corpus_root, url, records, api):
+    settings = ApiSettings(
+        endpoints={api.name: ApiEndpoint(url, KEY_ENV)},
+        retry=RetryPolicy(tries=2, first_delay=0.01, max_delay=0.02),
+    )
+    step = CallVisionApi(
+        step=STEP,
+        api=api,
+        corpus_root=corpus_root,
+        settings=settings,
+        read=backends.reader_for(STEP, api),
+        make_result=lambda record, stored: backends.labels_result(stored, api.name, 3),
+    )
+    pipeline = make_test_pipeline()
+    outputs = pipeline | beam.Create(records) | step
+    labelled = outputs[RECORDS] | beam.Map(
+        lambda record: (record.entry.file_name, bool(record.results.get(STEP)))
+    )
+    errors = outputs[ERRORS] | beam.Map(lambda error: (error.path, error.error_type))
+    return pipeline, labelled, errors
+
+
+def _counters(result):
+    found = result.metrics().query(MetricsFilter().with_namespace(STEP))["counters"]
+    return {counter.key.metric.name: counter.committed for counter in found}
+
+
+def test_answers_are_stored_refusals_kept_and_nothing_is_sent_twice(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "k")
+    api = apis.AzureVision("tags")
+    records = [_record(i) for i in range(6)] + [_record(9, side=30)]  # too small for Azure
+    root = str(tmp_path)
+    with FakeVisionApi(FakeApiSettings(key="k")) as fake:
+        pipeline, labelled, errors = _run(root, fake.url, records, api)
+        assert_that(labelled, equal_to([(f"img{i}.png", i != 9) for i in (*range(6), 9)]))
+        assert_that(errors, equal_to([("img9.png", "ApiRefusedError")]), label="Errors")
+        first = _counters(pipeline.run())
+        assert len(fake.log) == 7
+
+        pipeline, labelled, errors = _run(root, fake.url, records, api)
+        assert_that(labelled, equal_to([(f"img{i}.png", i != 9) for i in (*range(6), 9)]))
+        assert_that(errors, equal_to([("img9.png", "ApiRefusedError")]), label="Errors")
+        again = _counters(pipeline.run())
+        assert len(fake.log) == 7, "stored answers and refusals are not asked for again"
+    assert (first["api_requests"], first["processed"], first["failed"]) == (7, 6, 1)
+    assert "api_requests" not in again and again["answers_reused"] == 7
+
+
+def test_a_request_that_keeps_failing_sends_its_images_to_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "k")
+    api = apis.GoogleVision("LABEL_DETECTION")
+    records = [_record(i) for i in range(3)]
+    settings = FakeApiSettings(key="k", fault_rate=1.0, faults=("503",))
+    with FakeVisionApi(settings) as fake:
+        pipeline, labelled, errors = _run(str(tmp_path), fake.url, records, api)
+        assert_that(labelled, equal_to([(f"img{i}.png", False) for i in range(3)]))
+        assert_that(
+            errors,
+            equal_to([(f"img{i}.png", "ApiUnavailableError") for i in range(3)]),
+            label="Errors",
+        )
+        counters = _counters(pipeline.run())
+    assert counters["api_requests"] == 2 and counters["api_retries"] == 1
+    assert counters["failed"] == 3
+    assert not list(tmp_path.rglob("*.json")), "a failed request stores nothing"
+
+
+def test_a_wrong_key_is_not_stored_as_a_refusal(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "wrong")
+    api = apis.AzureVision("tags")
+    with FakeVisionApi(FakeApiSettings(key="k")) as fake:
+        pipeline, _, errors = _run(str(tmp_path), fake.url, [_record(1)], api)
+        assert_that(errors, equal_to([("img1.png", "ApiRefusedError")]))
+        pipeline.run()
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_stored_answers_keep_their_own_folder_per_model_version(tmp_path):
+    store = functools.partial(CallVisionApi, STEP, corpus_root=str(tmp_path), read=None)
+    settings = ApiSettings(endpoints={apis.AZURE_FACE: ApiEndpoint("http://x", KEY_ENV)})
+    single = store(apis.AzureFace(), settings=settings, make_result=None).store
+    grid = store(apis.AzureFace(grid_columns=2), settings=settings, make_result=None).store
+    assert single.folder != grid.folder
+    assert single.uri("ab" * 32).endswith(
+        f"cache/api/{STEP}/azure-face/detection_03/{'ab' * 32}.json"
+    )
