@@ -17,6 +17,8 @@ setup(
         "pillow>=11,<13",
         "numpy>=1.26",
         "tqdm>=4.66",
+        # Remote vision APIs (Azure AI Vision, Azure Face, Google Cloud Vision).
+        "httpx>=0.27",
         "pillow-heif>=0.20",
         # Models whose weights ship inside their wheels (README: Models).
         "onnxruntime>=1.20",
