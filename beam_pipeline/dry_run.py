@@ -33,5 +33,8 @@ def estimate(api: ApiPlan, corpus_root: str, corpus_version: str) -> str:
     total = f"  total: {total_requests} requests"
     if priced:
         total += f", about {total_price:,.2f}"
-    lines.append(total + " (images an earlier step fails on are not sent)")
+    lines.append(
+        total + " at least: each bundle may add one partial request, and images an "
+        "earlier step fails on are not sent"
+    )
     return "\n".join(lines)

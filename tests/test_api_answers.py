@@ -7,7 +7,7 @@ from transforms.faces.detection import eyes
 from transforms.remote import answers, apis, backends, endpoints, grid
 from transforms.remote.answer_store import StoredAnswer
 from transforms.remote.api_step import shrink
-from transforms.remote.http_call import ApiRefusedError
+from transforms.remote.http_call import ApiRefusedError, ApiUnavailableError
 
 
 def _corners(left, top, right, bottom, skip_zero=False):
@@ -154,11 +154,20 @@ def test_azure_face_with_a_grid_sends_one_image_for_several():
 def test_google_answers_split_per_image_and_a_short_answer_is_malformed():
     google = apis.GoogleVision("LABEL_DETECTION")
     packed = google.pack([Image.new("RGB", (60, 60)) for _ in range(3)])
-    first, refused, third = google.split(
-        {"responses": [{}, {"error": {"code": 3, "message": "Bad image data."}}, {}]}, packed
+    refused, failed, fine = google.split(
+        {
+            "responses": [
+                {"error": {"code": 3, "message": "Bad image data."}},
+                {"error": {"code": 14, "message": "Try again."}},
+                {},
+            ]
+        },
+        packed,
     )
     assert isinstance(refused, ApiRefusedError) and "Bad image data" in str(refused)
-    assert first == third == {}
+    assert refused.refuses_the_image  # stored: asking again gets the same
+    assert isinstance(failed, ApiUnavailableError)  # not stored: may pass next time
+    assert fine == {}
     with pytest.raises(ValueError):
         google.split({"responses": [{}]}, packed)
     assert google.billed_units(images=20, requests=2) == 20
@@ -213,6 +222,16 @@ def test_endpoints_come_from_the_environment_first_and_keys_stay_out_of_sight(tm
     assert environ["IMAGINEM_AZURE_VISION_KEY"] == "env-key"
     google = endpoints.resolve("google-vision", None, {"IMAGINEM_GOOGLE_VISION_KEY": "k"})
     assert google.url == apis.GOOGLE_DEFAULT_ENDPOINT
+    assert endpoints.checked_key("key-from-a-file\n", "NAME") == "key-from-a-file"
+    with pytest.raises(ValueError, match="characters an API key cannot have") as bad:
+        endpoints.checked_key("two words", "NAME")
+    assert "two words" not in str(bad.value)
+
+
+def test_only_a_refusal_of_the_image_itself_is_kept():
+    assert ApiRefusedError(400, "too small", "InvalidImageSize").refuses_the_image
+    assert not ApiRefusedError(400, "API key not valid", "400").refuses_the_image
+    assert not ApiRefusedError(401, "denied", "401").refuses_the_image
 
 
 @pytest.mark.parametrize(

@@ -115,9 +115,9 @@ class _ApiModel(LocalModel):
         self, loaded: _Connection, sent: list[SentImage]
     ) -> tuple[dict[str, Any], CallStats]:
         """One request: image hash -> stored answer, or the error for that image."""
-        stats = CallStats()
-        packed = self._api.pack([one.image for one in sent])
+        stats = CallStats(images=len(sent))
         try:
+            packed = self._api.pack([one.image for one in sent])
             per_image = call_json(
                 lambda: self._api.send(loaded.client, loaded.url, loaded.key, packed),
                 loaded.quota,
@@ -129,7 +129,6 @@ class _ApiModel(LocalModel):
             if len(sent) > 1 or not isinstance(error, ApiRefusedError):
                 return {one.image_sha256: error for one in sent}, stats
             per_image = [error]  # one image, refused: its own answer
-        stats.images = len(sent)
         return {
             one.image_sha256: self._keep(one, answer)
             for one, answer in zip(sent, per_image, strict=True)

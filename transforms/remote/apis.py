@@ -22,7 +22,7 @@ import httpx
 from PIL import Image
 
 from transforms.remote import grid
-from transforms.remote.http_call import ApiRefusedError
+from transforms.remote.http_call import ApiRefusedError, ApiUnavailableError
 
 AZURE_VISION = "azure-vision"
 AZURE_FACE = "azure-face"
@@ -181,8 +181,9 @@ class GoogleVision(Api):
     feature: str = "LABEL_DETECTION"
     max_results: int = 50
     name: ClassVar[str] = GOOGLE_VISION
-    # Requests are limited to 10 MB of JSON: 16 base64 JPEGs of this size fit.
-    max_side: ClassVar[int] = 1600
+    # Requests are limited to 10 MB of JSON: 16 base64 JPEGs of this size fit (about
+    # 300 KB each for a detailed photo); Google advises 1024x768 for text.
+    max_side: ClassVar[int] = 1024
 
     @property
     def images_per_request(self) -> int:
@@ -212,8 +213,14 @@ class GoogleVision(Api):
         if not isinstance(responses, list) or len(responses) != len(packed.parts):
             raise ValueError(f"expected {len(packed.parts)} responses in the answer")
         return [
-            ApiRefusedError(400, str(answer["error"].get("message") or answer["error"]))
-            if "error" in answer
-            else answer
+            _google_image_error(answer["error"]) if "error" in answer else answer
             for answer in responses
         ]
+
+
+def _google_image_error(error: dict[str, Any]) -> Exception:
+    """One image's error: INVALID_ARGUMENT (3) refuses the image; others may pass."""
+    message = str(error.get("message") or error)
+    if error.get("code") == 3:
+        return ApiRefusedError(400, message, code="InvalidImage")
+    return ApiUnavailableError(f"Cloud Vision error {error.get('code')}: {message}")

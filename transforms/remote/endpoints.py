@@ -37,10 +37,17 @@ class ApiEndpoint:
     key_env: str
 
     def key(self) -> str:
-        value = os.environ.get(self.key_env, "")
-        if not value:
-            raise ValueError(f"the API key is missing: set {self.key_env} on every worker")
-        return value
+        return checked_key(os.environ.get(self.key_env, ""), self.key_env)
+
+
+def checked_key(value: str, key_env: str) -> str:
+    """The key without surrounding blanks (a key file's newline); never shown in errors."""
+    value = value.strip()
+    if not value:
+        raise ValueError(f"the API key is missing: set {key_env} on every worker")
+    if not all(33 <= ord(character) < 127 for character in value):
+        raise ValueError(f"the API key in {key_env} has characters an API key cannot have")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +97,8 @@ def read_config(path: str) -> dict[str, ApiConfig]:
 def _check_url(api_name: str, url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"the {api_name} endpoint must be an http(s) URL, got {url!r}")
+        # Not echoed: a mistyped URL may still carry a key.
+        raise ValueError(f"the {api_name} endpoint must be an http(s) URL such as https://HOST")
     if parts.query or parts.username or parts.password:
         # A key in the URL would end up in logs: keys go in the key variable.
         raise ValueError(
@@ -123,4 +131,5 @@ def resolve(
                 "in the --api-config file"
             )
         environ[key_env] = config.key
+    checked_key(environ[key_env], key_env)
     return ApiEndpoint(_check_url(api_name, url), key_env)

@@ -184,11 +184,11 @@ class _Handler(JsonHandler):
     def _analyze(self, query, body: bytes):
         image = _decode(body)
         if image is None:
-            return 400, _error("vision", "InvalidRequest", "Image format is not valid.")
+            return 400, _error("vision", "InvalidImageFormat", "Image format is not valid.")
         if min(image.size) < MIN_VISION_SIDE:
             return 400, _error(
                 "vision",
-                "InvalidRequest",
+                "InvalidImageSize",
                 f"Image size is not allowed to be smaller than {MIN_VISION_SIDE} pixels.",
             )
         features = set(",".join(query.get("features", [])).lower().split(","))
@@ -332,6 +332,11 @@ def _google_text(lines: list[tuple[str, Box]]) -> dict:
 def _error(api: str, code: str, message: str):
     if api == "annotate":
         return {"error": {"code": int(code) if code.isdigit() else 400, "message": message}}
+    if api == "vision" and not code.isdigit():
+        # Image Analysis 4.0 puts the precise code inside.
+        return {
+            "error": {"code": "InvalidRequest", "message": message, "innererror": {"code": code}}
+        }
     return {"error": {"code": code, "message": message}}
 
 

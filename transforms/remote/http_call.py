@@ -27,25 +27,27 @@ _MAX_RETRY_AFTER_SECONDS = 300.0
 MAX_THROTTLED_TRIES = 100
 
 
-# Statuses that refuse the image itself; 401, 403 and 404 are about the request.
-IMAGE_REFUSALS = frozenset({400, 413, 415, 422})
-
-
 class ApiRefusedError(RuntimeError):
-    """The API refused the request (a 4xx other than 429); its message is kept."""
+    """The API refused the request (a 4xx other than 408 and 429); its message is kept.
 
-    def __init__(self, status: int, message: str) -> None:
+    `code` is the API's own error code (Azure's inner code when it gives one).
+    """
+
+    def __init__(self, status: int, message: str, code: str = "") -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message
+        self.code = code
 
     def __reduce__(self):
         # Travels between workers with the image it belongs to.
-        return type(self), (self.status, self.message)
+        return type(self), (self.status, self.message, self.code)
 
     @property
     def refuses_the_image(self) -> bool:
-        return self.status in IMAGE_REFUSALS
+        """The image itself is refused (Azure's `InvalidImage…` codes), so asking again
+        gets the same answer; a bad key or parameter (also 400 at times) is not that."""
+        return self.status in (400, 413, 415) and "image" in self.code.lower()
 
 
 class ApiUnavailableError(RuntimeError):
@@ -57,19 +59,22 @@ class CallStats:
     """What calls cost, for metrics and the run summary."""
 
     requests: int = 0
-    images: int = 0  # images answered
+    images: int = 0  # images sent
     retries: int = 0
     throttled: int = 0  # 429 answers
     throttled_seconds: float = 0.0  # waited because of Retry-After
     quota_seconds: float = 0.0  # waited for a quota slot
 
 
-def _api_message(response: httpx.Response) -> str:
+def _api_error(response: httpx.Response) -> tuple[str, str]:
+    """(message, code) of an error answer, in Azure's or Google's shape."""
     try:
         error = response.json().get("error", {})
-        return str(error.get("message") or error) or response.reason_phrase
+        inner = error.get("innererror") or {}
+        code = str(inner.get("code") or error.get("code") or "")
+        return str(error.get("message") or error) or response.reason_phrase, code
     except (ValueError, AttributeError):
-        return response.text[:200] or response.reason_phrase
+        return response.text[:200] or response.reason_phrase, ""
 
 
 def _retry_after(response: httpx.Response, fallback: float) -> float:
@@ -105,7 +110,7 @@ def call_json(
         try:
             response = send()
             if response.status_code == 429 and stats.throttled < MAX_THROTTLED_TRIES:
-                wait = _retry_after(response, policy.delay(failures))
+                wait = _retry_after(response, policy.delay(stats.throttled))
                 stats.throttled += 1
                 stats.throttled_seconds += wait
                 stats.retries += 1
@@ -115,11 +120,17 @@ def call_json(
                 raise ApiUnavailableError(
                     f"still throttled after {MAX_THROTTLED_TRIES} tries: lower --api-rate"
                 )
-            if 400 <= response.status_code < 500:
-                raise ApiRefusedError(response.status_code, _api_message(response))
-            if response.status_code >= 500:
-                raise ApiUnavailableError(f"HTTP {response.status_code}: {_api_message(response)}")
+            if 400 <= response.status_code < 500 and response.status_code != 408:
+                raise ApiRefusedError(response.status_code, *_api_error(response))
+            if response.status_code >= 400:
+                message, _ = _api_error(response)
+                raise ApiUnavailableError(f"HTTP {response.status_code}: {message}")
             return parse(response.json())
+        except httpx.LocalProtocolError as error:
+            # Its message can quote a header, and so the key: never pass it on.
+            raise ApiUnavailableError(
+                f"the request could not be built ({type(error).__name__}); check the API key"
+            ) from None
         except (httpx.TransportError, ApiUnavailableError, ValueError) as error:
             failures += 1
             if failures == policy.tries:
