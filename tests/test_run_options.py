@@ -26,6 +26,11 @@ def _plan(corpus, *extra):
         (["--direct_num_workers=x"], "invalid Beam flag value"),
         (["--step-module", "not_a_module"], "cannot import step module"),
         (["--classification-top-k", "0"], "--classification-top-k must be 1-1000"),
+        (
+            ["--steps", "facedetection", "--face-grid", "2"],
+            "--face-grid is for --facedetection-backend azure only",
+        ),
+        (["--steps", "facedetection", "--face-grid", "9"], "--face-grid must be 1-4"),
         (["--ocr-min-score", "1.5"], "--ocr-min-score must be 0-1"),
         (["--face-min-score", "1"], "--face-min-score must be between 0 and 1"),
         (["--face-min-size", "0"], "--face-min-size must be 0.005-1"),

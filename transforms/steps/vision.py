@@ -116,14 +116,15 @@ def _build_detection(context: StepContext) -> beam.PTransform:
     grid = context.option("face_grid", 1)
     if not 1 <= grid <= 4:
         raise ValueError(f"--face-grid must be 1-4 (images per side of the grid), got {grid}")
-    if api := backends.chosen_api(step, context.options):
+    api = backends.chosen_api(step, context.options)
+    if grid != 1 and context.option(backends.backend_option(step)) != backends.AZURE:
+        raise ValueError("--face-grid is for --facedetection-backend azure only")
+    if api:
         detector = backends.detector_settings(api, local.min_score)
         make = functools.partial(
             _faces, backend=api.name, detector=detector, min_score=local.min_score
         )
         return _on_api(context, step, make)
-    if grid != 1:
-        raise ValueError("--face-grid is for --facedetection-backend azure only")
     return local
 
 
