@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from beam_pipeline.arg_types import positive
 from transforms.remote import endpoints
 from transforms.remote.api_step import API_RETRY, ApiSettings
 from transforms.remote.apis import Api
@@ -20,16 +21,6 @@ def _rate(text: str) -> Rate:
         return parse_rate(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
-
-
-def _positive(kind: type):
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-        return value
-
-    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,14 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--api-timeout",
-        type=_positive(float),
+        type=positive(float),
         default=60.0,
         metavar="SECONDS",
         help="give up on a request after this long and retry it (default %(default)s)",
     )
     group.add_argument(
         "--api-tries",
-        type=_positive(int),
+        type=positive(int),
         default=API_RETRY.tries,
         metavar="N",
         help="tries per request through 5xx, timeouts and dropped connections before "
@@ -68,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--api-concurrency",
-        type=_positive(int),
+        type=positive(int),
         default=4,
         metavar="N",
         help="requests in flight per worker process (default %(default)s)",

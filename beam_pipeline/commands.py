@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from beam_pipeline import azure_options
 from beam_pipeline import run as run_command
+from beam_pipeline.arg_types import positive
 from beam_pipeline.dry_run import estimate
 from beam_pipeline.summary import summarize
 from transforms import paths
@@ -32,13 +33,6 @@ from transforms.storage import absolute_root
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOGGER = logging.getLogger("imaginem")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _progress_bar(total: int) -> Callable[[], None]:
@@ -77,13 +71,13 @@ def ingest(argv: list[str]) -> int:
     parser.add_argument("--version", required=True, help="corpus version the drop becomes")
     parser.add_argument(
         "--max-parallel",
-        type=_positive_int,
+        type=positive(int),
         default=DEFAULT_MAX_PARALLEL,
         help="files copied at once (default %(default)s)",
     )
     parser.add_argument(
         "--max-parallel-metadata",
-        type=_positive_int,
+        type=positive(int),
         default=DEFAULT_MAX_PARALLEL_METADATA,
         help="Azure Table writes at once (default %(default)s)",
     )

@@ -8,6 +8,7 @@ not a half-finished job.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -284,15 +285,12 @@ def start(plan: RunPlan) -> PipelineResult:
         plan.context.corpus_version,
         ",".join(plan.step_names),
     )
-    if quota is None:
-        result = pipeline.run()
-        result.wait_until_finish()
-        return result
-    # The job's quota service lives exactly as long as the pipeline.
-    with quota:
+    if quota is not None:
         LOGGER.info(
             "Holding API requests to %s with the quota service at %s", quota.rate, quota.url
         )
+    # The job's quota service lives exactly as long as the pipeline.
+    with quota if quota is not None else contextlib.nullcontext():
         result = pipeline.run()
         result.wait_until_finish()
     return result

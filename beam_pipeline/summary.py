@@ -9,6 +9,7 @@ from apache_beam.runners.runner import PipelineResult
 from transforms import azure_sink, azure_tables, paths, schemas
 from transforms.faces.match import GALLERY_STEP
 from transforms.faces.table import FACES
+from transforms.inference import ANSWERS_REUSED
 from transforms.records import INGEST_STEP, READ_STEP, StepName
 from transforms.remote import api_step
 from transforms.steps.output import ERROR_ROWS, FACE_ROWS, IMAGE_ROWS
@@ -32,7 +33,7 @@ def _describe(counters: dict[str, int]) -> str:
     if counters.get("skipped_upstream_failed"):
         parts.append(f"{counters['skipped_upstream_failed']} skipped (earlier step failed)")
     parts.append(f"{counters.get('failed', 0)} failed")
-    if any(name.startswith("api_") for name in counters) or counters.get(api_step.ANSWERS_REUSED):
+    if any(name.startswith("api_") for name in counters) or counters.get(ANSWERS_REUSED):
         parts.append(_describe_api(counters))
     if "faces_matched" in counters or "faces_unmatched" in counters:
         parts.append(
@@ -50,7 +51,7 @@ def _describe_api(counters: dict[str, int]) -> str:
         f"{counters.get(api_step.THROTTLED, 0)} throttled "
         f"({counters.get(api_step.THROTTLED_MS, 0) / 1000:.1f}s waited), "
         f"{counters.get(api_step.QUOTA_WAIT_MS, 0) / 1000:.1f}s paced by --api-rate, "
-        f"{counters.get(api_step.ANSWERS_REUSED, 0)} answers reused"
+        f"{counters.get(ANSWERS_REUSED, 0)} answers reused"
     )
 
 

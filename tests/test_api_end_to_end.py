@@ -214,21 +214,23 @@ def test_a_missing_key_stops_the_run_before_it_starts(tmp_path):
     assert "no key for google-vision: set IMAGINEM_GOOGLE_VISION_KEY" in result.stderr
 
 
-def test_cloud_vision_sends_sixteen_images_per_request(tmp_path):
-    root = _corpus(tmp_path, 50)
-    with FakeVisionApi(FakeApiSettings(key=KEY)) as fake:
+def _classify_with_two_workers(root, backend, settings, *flags):
+    """Runs generalclassification on `backend` against a fake; returns the fake's log."""
+    with FakeVisionApi(settings) as fake:
         result = _imaginem(
             root,
-            "--steps",
-            "generalclassification",
-            "--generalclassification-backend",
-            "google",
-            "--direct_num_workers",
-            "2",
+            *("--steps", "generalclassification", "--generalclassification-backend", backend),
+            *("--direct_num_workers", "2", *flags),
             environment=_environment(fake.url),
         )
         assert result.returncode == 0, result.stderr[-3000:]
-        sizes = [entry.images for entry in fake.log]
+    return fake.log
+
+
+def test_cloud_vision_sends_sixteen_images_per_request(tmp_path):
+    root = _corpus(tmp_path, 50)
+    log = _classify_with_two_workers(root, "google", FakeApiSettings(key=KEY))
+    sizes = [entry.images for entry in log]
     assert sum(sizes) == 50
     # At most one partial request: 50 = 16 + 16 + 16 + 2.
     assert len(sizes) <= 50 // 16 + 1, sizes
@@ -239,21 +241,8 @@ def test_the_rate_holds_across_two_workers_and_is_used(tmp_path):
     count = 320  # 32 s at 10/s
     root = _corpus(tmp_path, count)
     settings = FakeApiSettings(rate=Rate(20), key=KEY)  # the API allows more than asked
-    with FakeVisionApi(settings) as fake:
-        result = _imaginem(
-            root,
-            "--steps",
-            "generalclassification",
-            "--generalclassification-backend",
-            "azure",
-            "--api-rate",
-            "10/s",
-            "--direct_num_workers",
-            "2",
-            environment=_environment(fake.url),
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        times = sorted(entry.time for entry in fake.log)
+    log = _classify_with_two_workers(root, "azure", settings, "--api-rate", "10/s")
+    times = sorted(entry.time for entry in log)
     assert len(times) == count
     busiest = max(
         sum(1 for other in times[index:] if other < start + 1.0)

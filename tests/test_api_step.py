@@ -1,7 +1,5 @@
 """`CallVisionApi` as a composite: stored answers, refusals, request failures, metrics."""
 
-import functools
-
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
@@ -10,6 +8,7 @@ from PIL import Image
 from tests.conftest import make_test_pipeline
 from transforms.records import ImageRecord, ManifestEntry, StepName
 from transforms.remote import apis, backends
+from transforms.remote.answer_store import AnswerStore
 from transforms.remote.api_step import ApiSettings, CallVisionApi
 from transforms.remote.endpoints import ApiEndpoint
 from transforms.remote.fake_server import FakeApiSettings, FakeVisionApi
@@ -105,10 +104,10 @@ def test_a_wrong_key_is_not_stored_as_a_refusal(tmp_path, monkeypatch):
 
 
 def test_stored_answers_keep_their_own_folder_per_model_version(tmp_path):
-    store = functools.partial(CallVisionApi, STEP, corpus_root=str(tmp_path), read=None)
-    settings = ApiSettings(endpoints={apis.AZURE_FACE: ApiEndpoint("http://x", KEY_ENV)})
-    single = store(apis.AzureFace(), settings=settings, make_result=None).store
-    grid = store(apis.AzureFace(grid_columns=2), settings=settings, make_result=None).store
+    def store(api):
+        return AnswerStore(str(tmp_path), STEP, api.name, api.model_version)
+
+    single, grid = store(apis.AzureFace()), store(apis.AzureFace(grid_columns=2))
     assert single.folder != grid.folder
     assert single.uri("ab" * 32).endswith(
         f"cache/api/{STEP}/azure-face/detection_03/{'ab' * 32}.json"

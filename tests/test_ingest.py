@@ -173,7 +173,7 @@ def test_cli_lists_failures_and_exits_non_zero(tmp_path, drop, capsys):
     ("argv", "message"),
     [
         (["--version", "../v1"], "invalid corpus version"),
-        (["--max-parallel", "0"], "must be at least 1"),
+        (["--max-parallel", "0"], "must be above 0"),
         (["--corpus", "/tmp/corpus[1]"], "wildcards"),
     ],
 )

@@ -178,6 +178,7 @@ AttachFunction = Callable[[ImageRecord, Any], ImageRecord]
 LookupFunction = Callable[[ImageRecord], Any]
 # `Prepare` sends images whose prediction is already known straight to `Attach`.
 _KNOWN = "known"
+ANSWERS_REUSED = "answers_reused"  # counter of predictions found by `lookup`
 
 
 class _Prepare(beam.DoFn):
@@ -198,7 +199,7 @@ class _Prepare(beam.DoFn):
     def setup(self) -> None:
         self._failed = Metrics.counter(self._step, "failed")
         self._skipped = Metrics.counter(self._step, "skipped_upstream_failed")
-        self._reused = Metrics.counter(self._step, "answers_reused")
+        self._reused = Metrics.counter(self._step, ANSWERS_REUSED)
 
     def process(self, record: ImageRecord):
         if upstream_failed(record, needs_pixels=True, requires=self._requires):

@@ -35,7 +35,6 @@ API_RETRY = RetryPolicy(tries=6, first_delay=1.0, max_delay=30.0)
 # Counters in the step's namespace; the run summary reads them.
 REQUESTS, IMAGES_SENT, RETRIES = "api_requests", "api_images_sent", "api_retries"
 THROTTLED, THROTTLED_MS, QUOTA_WAIT_MS = "api_throttled", "api_throttled_ms", "api_quota_wait_ms"
-ANSWERS_REUSED = "answers_reused"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,12 +212,8 @@ class CallVisionApi(beam.PTransform):
         if self.api.name not in self.settings.endpoints:
             raise ValueError(f"no endpoint configured for {self.api.name}")
 
-    @property
-    def store(self) -> AnswerStore:
-        return AnswerStore(self.corpus_root, self.step, self.api.name, self.api.model_version)
-
     def expand(self, records):
-        store = self.store
+        store = AnswerStore(self.corpus_root, self.step, self.api.name, self.api.model_version)
         batch = self.api.images_per_request * self.settings.concurrency
         return records | RunModelOnImages(
             self.step,

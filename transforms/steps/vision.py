@@ -13,6 +13,7 @@ from transforms.records import LOCAL_BACKEND, ImageRecord, StepName
 from transforms.remote import backends
 from transforms.remote.answer_store import StoredAnswer
 from transforms.remote.api_step import CallVisionApi, ResultMaker
+from transforms.remote.apis import Api
 from transforms.steps.base import Step, StepContext, TransformSpec
 
 
@@ -26,11 +27,10 @@ def _add_backend_option(group: argparse._ArgumentGroup, step: str, api_features:
     )
 
 
-def _on_api(context: StepContext, step: str, make_result: ResultMaker) -> CallVisionApi:
+def _on_api(context: StepContext, step: str, api: Api, make_result: ResultMaker) -> CallVisionApi:
     """The step on the API its options chose."""
     if context.api is None:
         raise ValueError(f"--{step}-backend needs the run's API settings")
-    api = backends.chosen_api(step, context.options)
     return CallVisionApi(
         step=step,
         api=api,
@@ -50,7 +50,8 @@ def _build_classification(context: StepContext) -> beam.PTransform:
     top_k = context.option("classification_top_k", classify.DEFAULT_TOP_K)
     local = classify.ClassifyImages(top_k=top_k)  # validates top_k either way
     if api := backends.chosen_api(step, context.options):
-        return _on_api(context, step, functools.partial(_labels, backend=api.name, top_k=top_k))
+        make = functools.partial(_labels, backend=api.name, top_k=top_k)
+        return _on_api(context, step, api, make)
     return local
 
 
@@ -75,7 +76,7 @@ def _build_ocr(context: StepContext) -> beam.PTransform:
     local = ocr.ExtractText(min_score=context.option("ocr_min_score", ocr.DEFAULT_MIN_SCORE))
     if api := backends.chosen_api(step, context.options):
         make = functools.partial(_text, backend=api.name, min_score=local.min_score)
-        return _on_api(context, step, make)
+        return _on_api(context, step, api, make)
     return local
 
 
@@ -124,7 +125,7 @@ def _build_detection(context: StepContext) -> beam.PTransform:
         make = functools.partial(
             _faces, backend=api.name, detector=detector, min_score=local.min_score
         )
-        return _on_api(context, step, make)
+        return _on_api(context, step, api, make)
     return local
 
 
@@ -213,7 +214,7 @@ STEPS = [
         build=_build_classification,
         result_type=classify.RESULT_TYPE,
         add_options=_classification_options,
-        description="top ImageNet-1k labels (EfficientNet-Lite0, onnxruntime)",
+        description="top ImageNet-1k labels (EfficientNet-Lite0, onnxruntime), or API labels",
     ),
     Step(
         name=StepName.OCR,
@@ -221,7 +222,7 @@ STEPS = [
         build=_build_ocr,
         result_type=ocr.RESULT_TYPE,
         add_options=_ocr_options,
-        description="text lines with boxes and scores (RapidOCR, PP-OCR models)",
+        description="text lines with boxes and scores (RapidOCR, PP-OCR models), or API text",
     ),
     Step(
         name=StepName.FACE_DETECTION,
@@ -229,7 +230,7 @@ STEPS = [
         build=_build_detection,
         result_type=detection.RESULT_TYPE,
         add_options=_detection_options,
-        description="face boxes, keypoints and scores (BlazeFace full-range)",
+        description="face boxes, keypoints and scores (BlazeFace full-range), or API faces",
     ),
     Step(
         name=StepName.FACE_CROP,
