@@ -129,3 +129,22 @@ def test_an_unreadable_gallery_photo_becomes_an_error_row(tmp_path):
     errors = read[ERRORS] | "Errors" >> beam.Map(lambda e: (e.path, e.step))
     assert_that(errors, equal_to([("gallery:bob/gone.jpg", "gallery.read")]), label="errors")
     pipeline.run().wait_until_finish()
+
+
+def test_records_never_cross_a_flatten():
+    """Beam's local runner ends a fused stage at every Flatten: a step that routed
+    records around its model would copy every image's pixels between processes."""
+    pipeline = make_test_pipeline()
+    _ = (
+        pipeline
+        | beam.Create([_record("a", 1)])
+        | RunModelOnImages("double", _MeanModel(), _prepare, _attach, lookup=lambda r: None)
+    )
+    kinds = []
+
+    class _Kinds(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, node):
+            kinds.append(type(node.transform).__name__)
+
+    pipeline.visit(_Kinds())
+    assert "ParDo" in kinds and "Flatten" not in kinds

@@ -8,6 +8,12 @@ its result). `RunModelOnImages` wires them with `RunInference` and a
 
 The record rides inside the example rather than in the key: Beam pickles keys to
 size batches, and a record holds the image's pixels.
+
+Every record goes through `RunInference`, even one the model must not see (an earlier
+step failed on it, its answer is already known, or `prepare` failed): its outcome is
+settled before the model and carried in the example. Routing such records around the
+model would need a Flatten, and Beam's local runner ends a fused stage at every Flatten,
+copying every record's pixels between processes once per step.
 """
 
 from __future__ import annotations
@@ -97,12 +103,19 @@ class LocalModel(abc.ABC):
         return int(getattr(model_input, "nbytes", 0))
 
 
+class _PassBy:
+    """The outcome of a record an earlier step failed on: it goes on unchanged."""
+
+
 @dataclasses.dataclass(frozen=True)
 class _Example:
-    """What RunInference carries for one image: the record and its model input."""
+    """What RunInference carries for one image: the record and its model input, or
+    its outcome settled without the model (a known prediction, the exception that
+    `prepare` raised, or `_PassBy`)."""
 
     record: ImageRecord
-    model_input: Any
+    model_input: Any = None
+    settled: Any = None
 
 
 class _PredictionFailed(Exception):
@@ -145,20 +158,26 @@ class _LocalModelHandler(ModelHandler[_Example, PredictionResult, _LoadedModel])
     def run_inference(
         self, batch: Sequence[_Example], model: _LoadedModel, inference_args: dict | None = None
     ) -> Iterable[PredictionResult]:
-        inputs = [example.model_input for example in batch]
-        with model.lock:
-            try:
-                predictions = self._model.predict(model.model, inputs)
-            except Exception:  # noqa: BLE001 - retried one by one below
-                predictions = [self._predict_one(model.model, one) for one in inputs]
+        inputs = [example.model_input for example in batch if example.settled is None]
+        predictions = iter(self._predict(model, inputs) if inputs else [])
+        outcomes = [
+            next(predictions) if example.settled is None else example.settled for example in batch
+        ]
         return [
             PredictionResult(
                 example,
-                _PredictionFailed(prediction) if isinstance(prediction, Exception) else prediction,
+                _PredictionFailed(outcome) if isinstance(outcome, Exception) else outcome,
                 self._model.model_id,
             )
-            for example, prediction in zip(batch, predictions, strict=True)
+            for example, outcome in zip(batch, outcomes, strict=True)
         ]
+
+    def _predict(self, model: _LoadedModel, inputs: list[Any]) -> list[Any]:
+        with model.lock:
+            try:
+                return self._model.predict(model.model, inputs)
+            except Exception:  # noqa: BLE001 - retried one by one below
+                return [self._predict_one(model.model, one) for one in inputs]
 
     def _predict_one(self, model: Any, model_input: Any) -> Any:
         try:
@@ -167,7 +186,11 @@ class _LocalModelHandler(ModelHandler[_Example, PredictionResult, _LoadedModel])
             return error
 
     def get_num_bytes(self, batch: Sequence[_Example]) -> int:
-        return sum(self._model.input_bytes(example.model_input) for example in batch)
+        return sum(
+            self._model.input_bytes(example.model_input)
+            for example in batch
+            if example.settled is None
+        )
 
     def get_metrics_namespace(self) -> str:
         return f"RunInference[{self._model.model_id}]"
@@ -176,13 +199,11 @@ class _LocalModelHandler(ModelHandler[_Example, PredictionResult, _LoadedModel])
 PrepareFunction = Callable[[ImageRecord], Any]
 AttachFunction = Callable[[ImageRecord, Any], ImageRecord]
 LookupFunction = Callable[[ImageRecord], Any]
-# `Prepare` sends images whose prediction is already known straight to `Attach`.
-_KNOWN = "known"
 ANSWERS_REUSED = "answers_reused"  # counter of predictions found by `lookup`
 
 
 class _Prepare(beam.DoFn):
-    """record -> (uri, example); images an earlier step failed on pass by."""
+    """record -> (uri, example), with the outcome settled where the model is not needed."""
 
     def __init__(
         self,
@@ -197,33 +218,24 @@ class _Prepare(beam.DoFn):
         self._lookup = lookup
 
     def setup(self) -> None:
-        self._failed = Metrics.counter(self._step, "failed")
         self._skipped = Metrics.counter(self._step, "skipped_upstream_failed")
         self._reused = Metrics.counter(self._step, ANSWERS_REUSED)
 
     def process(self, record: ImageRecord):
+        yield record.entry.uri, self._example(record)
+
+    def _example(self, record: ImageRecord) -> _Example:
         if upstream_failed(record, needs_pixels=True, requires=self._requires):
             self._skipped.inc()
-            yield beam.pvalue.TaggedOutput(RECORDS, record)
-            return
+            return _Example(record, settled=_PassBy())
         try:
             known = self._lookup(record) if self._lookup else None
             if known is not None:
                 self._reused.inc()
-                example = _Example(record, None)
-                yield beam.pvalue.TaggedOutput(
-                    _KNOWN, (record.entry.uri, PredictionResult(example, known))
-                )
-                return
-            model_input = self._prepare(record)
+                return _Example(record, settled=known)
+            return _Example(record, self._prepare(record))
         except Exception as error:  # noqa: BLE001 - one bad image must not fail the run
-            self._failed.inc()
-            yield beam.pvalue.TaggedOutput(
-                ERRORS, ErrorRecord.for_entry(record.entry, self._step, error)
-            )
-            yield beam.pvalue.TaggedOutput(RECORDS, record)
-            return
-        yield record.entry.uri, _Example(record, model_input)
+            return _Example(record, settled=error)
 
 
 class _Attach(beam.DoFn):
@@ -240,6 +252,9 @@ class _Attach(beam.DoFn):
     def process(self, keyed_prediction: tuple[str, PredictionResult]):
         _, prediction = keyed_prediction
         record = prediction.example.record
+        if isinstance(prediction.inference, _PassBy):
+            yield record
+            return
         try:
             if isinstance(prediction.inference, _PredictionFailed):
                 raise prediction.inference.error
@@ -291,16 +306,10 @@ class RunModelOnImages(beam.PTransform):
         self._attach = _Attach(step, attach)
 
     def expand(self, records):
-        prepared = records | "Prepare" >> beam.ParDo(self._prepare).with_outputs(
-            RECORDS, ERRORS, _KNOWN, main="examples"
-        )
-        predicted = prepared.examples | "RunInference" >> RunInference(self._handler)
         attached = (
-            (predicted, prepared[_KNOWN])
-            | "WithKnown" >> beam.Flatten()
+            records
+            | "Prepare" >> beam.ParDo(self._prepare)
+            | "RunInference" >> RunInference(self._handler)
             | "Attach" >> beam.ParDo(self._attach).with_outputs(ERRORS, main=RECORDS)
         )
-        return {
-            RECORDS: (prepared[RECORDS], attached[RECORDS]) | "Records" >> beam.Flatten(),
-            ERRORS: (prepared[ERRORS], attached[ERRORS]) | "Errors" >> beam.Flatten(),
-        }
+        return {RECORDS: attached[RECORDS], ERRORS: attached[ERRORS]}
