@@ -13,7 +13,7 @@ from PIL import Image
 from tests import image_factory
 from tests.conftest import make_test_pipeline
 from transforms import paths, schemas
-from transforms.corpus import ReadCorpus
+from transforms.corpus import ReadCorpus, _HashOrder
 from transforms.decode import DEFAULT_MAX_PIXELS
 from transforms.ingest import read_manifest
 from transforms.parquet_sink import WriteTablePartition
@@ -75,6 +75,22 @@ def test_read_corpus_reads_every_file_and_reports_damaged_ones(small_corpus):
     )
     result = pipeline.run()
     assert _counter(result, "read", "processed") == len(expected)
+
+
+def test_manifest_rows_are_mixed_so_alternating_files_do_not_go_to_one_worker(monkeypatch):
+    monkeypatch.setattr(_HashOrder, "WINDOW", 10)
+    sides = ("front", "back")
+    rows = [{"source_path": f"prints/{i // 2:03d}-{sides[i % 2]}.jpg"} for i in range(25)]
+    order = _HashOrder()
+    order.start_bundle()
+    out = [row for each in rows for row in order.process(each)]
+    out += [windowed.value for windowed in order.finish_bundle()]
+    paths_out = [row["source_path"] for row in out]
+    assert sorted(paths_out) == sorted(row["source_path"] for row in rows)  # each row once
+    # A window is released whole: rows are held back by at most one window.
+    assert set(paths_out[:10]) == {row["source_path"] for row in rows[:10]}
+    # Every second row (one worker's share in path order) is no longer all fronts.
+    assert {path.split("-")[1] for path in paths_out[::2]} == {"front.jpg", "back.jpg"}
 
 
 def test_decode_images_sends_bad_files_to_errors(small_corpus):

@@ -8,6 +8,7 @@ import hashlib
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms import paths, storage, tables
 from transforms.ingest import manifest_partition
@@ -64,6 +65,34 @@ def locate(entry: ManifestEntry, corpus_root: str) -> ManifestEntry:
     return dataclasses.replace(entry, uri=uri)
 
 
+class _HashOrder(beam.DoFn):
+    """Re-emits manifest rows in the order of their paths' hashes, a window at a time.
+
+    Beam's local runner gives each worker every n-th element in arrival order, and
+    a manifest is in path order, where alike files alternate (the front and back of
+    each scanned print, a page after each photo): split that way, one worker can get
+    all the expensive images. In hash order each share is a random sample.
+    """
+
+    WINDOW = 4096  # rows held at once
+
+    def start_bundle(self) -> None:
+        self._held: list[dict] = []
+
+    def process(self, row: dict):
+        self._held.append(row)
+        if len(self._held) >= self.WINDOW:
+            yield from self._release()
+
+    def finish_bundle(self):
+        for row in self._release():
+            yield GlobalWindows.windowed_value(row)
+
+    def _release(self) -> list[dict]:
+        held, self._held = self._held, []
+        return sorted(held, key=lambda row: hashlib.sha256(row["source_path"].encode()).digest())
+
+
 class _ReadOriginals(beam.DoFn):
     def __init__(self, corpus_root: str) -> None:
         self._corpus_root = corpus_root
@@ -117,6 +146,7 @@ class ReadCorpus(beam.PTransform):
         return (
             pipeline
             | "ReadManifest" >> beam.io.ReadFromParquet(pattern)
+            | "HashOrder" >> beam.ParDo(_HashOrder())
             # Spread the reads (and the steps fused after them) over all workers.
             | "Spread" >> beam.Reshuffle()
             | "ReadOriginals"
