@@ -186,13 +186,20 @@ def run_pipeline(root: str, gallery: str, processes: int) -> tuple[float, dict]:
         ]
     )
     elapsed = time.perf_counter() - started
-    batches = {}
+    sums: dict[str, dict[str, tuple[int, int]]] = {}
     for distribution in result.metrics().query()["distributions"]:
-        key = distribution.key.metric
+        key, value = distribution.key.metric, distribution.committed
         if key.name in ("inference_batch_latency_micro_secs", "inference_request_batch_size"):
-            value = distribution.committed
-            entry = batches.setdefault(key.namespace, {})
-            entry[key.name] = {"count": value.count, "mean": value.sum / max(value.count, 1)}
+            sums.setdefault(key.namespace, {})[key.name] = (value.count, value.sum)
+    batches = {}
+    for model, found in sums.items():
+        count, images = found["inference_request_batch_size"]
+        _, latency_us = found["inference_batch_latency_micro_secs"]
+        batches[model] = {
+            "batches": count,
+            "mean_batch_size": round(images / count, 2),
+            "ms_per_image": round(latency_us / images / 1000, 1),
+        }
     return elapsed, batches
 
 
@@ -244,7 +251,10 @@ def main(argv: list[str] | None = None) -> None:
         "floor_median_ms_per_image": {
             name: round(statistics.median(values) * 1000, 1)
             for name, values in floor_timings.items()
-            if values
+        },
+        # Comparable with the pipeline's batch latency / batch size, also a mean.
+        "floor_mean_ms_per_image": {
+            name: round(statistics.mean(values) * 1000, 1) for name, values in floor_timings.items()
         },
         "pipeline_batches": batches,
     }
