@@ -246,6 +246,11 @@ def main(argv: list[str] | None = None) -> None:
         "floor_images_per_second": round(floor_rate, 2),
         "pipeline_images_per_second": round(pipeline_rate, 2),
         "pipeline_to_floor": round(pipeline_rate / floor_rate, 3),
+        # Each pipeline run against the floor run just before it: less exposed to
+        # the machine's load drifting over the whole benchmark.
+        "pipeline_to_floor_by_pair": [
+            round(f / p, 3) for f, p in zip(floors, pipelines, strict=True)
+        ],
         "floor_peak_rss_mib": round(max(floor_memory) / 2**20),
         "pipeline_peak_rss_mib": round(max(pipeline_memory) / 2**20),
         "floor_median_ms_per_image": {
