@@ -178,6 +178,8 @@ def plan_run(argv: list[str] | None) -> RunPlan:
     except ValueError as error:
         raise UsageError(str(error)) from error
     beam_flags = beam_flags + azure_options.beam_flags_for(azure.access)
+    # Workers import `transforms` before they unpickle any step (see its docstring).
+    beam_flags.append("--beam_plugin=transforms")
     # Storage helpers run here, before the pipeline: give Beam's filesystems their options.
     FileSystems.set_options(PipelineOptions(beam_flags))
     if azure.tables is not None:

@@ -6,7 +6,7 @@ once and taking the next image whenever it is free. Both include process start-u
 and model loading. The two are run alternately, several times, and medians are
 compared.
 
-    python -m bench.vision_throughput --images 240 --repeats 2
+    python -m bench.vision_throughput --images 240 --repeats 5
 """
 
 from __future__ import annotations

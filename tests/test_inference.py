@@ -161,3 +161,38 @@ def test_workers_do_not_import_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert found.strip() == "False"
+
+
+class _RecordingModel(_MeanModel):
+    batches: list = []
+
+    def predict(self, loaded, inputs):
+        _RecordingModel.batches.append(sorted(inputs))
+        return super().predict(loaded, inputs)
+
+
+def test_full_batches_hold_only_images_the_model_must_see():
+    """A remote API step's batches are cut into full requests: known answers and
+    skipped images must not take their places."""
+    _RecordingModel.batches = []
+    records = [_record(f"img{i}", i) for i in range(10)] + [_record("undecoded", 5, False)]
+    pipeline = make_test_pipeline()
+    outputs = (
+        pipeline
+        | beam.Create(records)
+        | RunModelOnImages(
+            "double",
+            _RecordingModel(),
+            _prepare,
+            _attach,
+            lookup=lambda r: -100 if r.results["seed"] % 2 == 0 else None,
+            min_batch_size=5,
+            max_batch_size=5,
+            full_batches=True,
+        )
+    )
+    results = outputs[RECORDS] | beam.Map(lambda r: (r.entry.source_path, r.results.get("double")))
+    expected = [(f"img{i}", -100 if i % 2 == 0 else 2 * i) for i in range(10)]
+    assert_that(results, equal_to(expected + [("undecoded", None)]))
+    pipeline.run().wait_until_finish()
+    assert _RecordingModel.batches == [[1, 3, 5, 7, 9]]  # one full batch

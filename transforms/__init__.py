@@ -1,8 +1,10 @@
 """Imaginem library: records, pure path functions, decode, steps and sinks.
 
-Nothing here parses a command line; `beam_pipeline` is the application.
+Nothing here parses a command line; `beam_pipeline` is the application. Runs name this
+package as a Beam plugin, so a worker imports it before it unpickles any step.
 """
 
+import importlib.machinery
 import sys
 import types
 
@@ -13,5 +15,6 @@ import types
 _MODEL_MANAGER = "apache_beam.ml.inference.model_manager"
 if _MODEL_MANAGER not in sys.modules:
     _stand_in = types.ModuleType(_MODEL_MANAGER)
+    _stand_in.__spec__ = importlib.machinery.ModuleSpec(_MODEL_MANAGER, None)
     _stand_in.ModelManager = None
     sys.modules[_MODEL_MANAGER] = _stand_in

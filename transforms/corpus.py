@@ -71,7 +71,8 @@ class _HashOrder(beam.DoFn):
     Beam's local runner gives each worker every n-th element in arrival order, and
     a manifest is in path order, where alike files alternate (the front and back of
     each scanned print, a page after each photo): split that way, one worker can get
-    all the expensive images. In hash order each share is a random sample.
+    all the expensive images. In hash order each share is a random sample. Its input
+    is a bounded read in the global window, where every row is emitted.
     """
 
     WINDOW = 4096  # rows held at once
@@ -90,7 +91,9 @@ class _HashOrder(beam.DoFn):
 
     def _release(self) -> list[dict]:
         held, self._held = self._held, []
-        return sorted(held, key=lambda row: hashlib.sha256(row["source_path"].encode()).digest())
+        return sorted(
+            held, key=lambda row: hashlib.sha256((row["source_path"] or "").encode()).digest()
+        )
 
 
 class _ReadOriginals(beam.DoFn):

@@ -13,7 +13,8 @@ Every record goes through `RunInference`, even one the model must not see (an ea
 step failed on it, its answer is already known, or `prepare` failed): its outcome is
 settled before the model and carried in the example. Routing such records around the
 model would need a Flatten, and Beam's local runner ends a fused stage at every Flatten,
-copying every record's pixels between processes once per step.
+copying every record's pixels between processes at every step. Only a remote API step,
+whose batches must be full requests, routes settled records around (`full_batches`).
 """
 
 from __future__ import annotations
@@ -160,24 +161,29 @@ class _LocalModelHandler(ModelHandler[_Example, PredictionResult, _LoadedModel])
     ) -> Iterable[PredictionResult]:
         inputs = [example.model_input for example in batch if example.settled is None]
         predictions = iter(self._predict(model, inputs) if inputs else [])
-        outcomes = [
-            next(predictions) if example.settled is None else example.settled for example in batch
-        ]
         return [
-            PredictionResult(
-                example,
-                _PredictionFailed(outcome) if isinstance(outcome, Exception) else outcome,
-                self._model.model_id,
-            )
-            for example, outcome in zip(batch, outcomes, strict=True)
+            self.result(example, next(predictions) if example.settled is None else example.settled)
+            for example in batch
         ]
+
+    def result(self, example: _Example, outcome: Any) -> PredictionResult:
+        """An exception as the outcome is that image's error alone."""
+        if isinstance(outcome, Exception):
+            outcome = _PredictionFailed(outcome)
+        return PredictionResult(example, outcome, self._model.model_id)
 
     def _predict(self, model: _LoadedModel, inputs: list[Any]) -> list[Any]:
         with model.lock:
             try:
-                return self._model.predict(model.model, inputs)
+                predictions = self._model.predict(model.model, inputs)
             except Exception:  # noqa: BLE001 - retried one by one below
                 return [self._predict_one(model.model, one) for one in inputs]
+        if len(predictions) != len(inputs):
+            raise RuntimeError(
+                f"{self._model.model_id} returned {len(predictions)} predictions "
+                f"for {len(inputs)} inputs"
+            )
+        return predictions
 
     def _predict_one(self, model: Any, model_input: Any) -> Any:
         try:
@@ -200,6 +206,7 @@ PrepareFunction = Callable[[ImageRecord], Any]
 AttachFunction = Callable[[ImageRecord, Any], ImageRecord]
 LookupFunction = Callable[[ImageRecord], Any]
 ANSWERS_REUSED = "answers_reused"  # counter of predictions found by `lookup`
+_SETTLED = "settled"  # examples routed around the model (`full_batches`)
 
 
 class _Prepare(beam.DoFn):
@@ -211,18 +218,27 @@ class _Prepare(beam.DoFn):
         prepare: PrepareFunction,
         requires: tuple[str, ...],
         lookup: LookupFunction | None,
+        settled_aside: _LocalModelHandler | None,
     ) -> None:
         self._step = step
         self._prepare = prepare
         self._requires = requires
         self._lookup = lookup
+        self._settled_aside = settled_aside
 
     def setup(self) -> None:
         self._skipped = Metrics.counter(self._step, "skipped_upstream_failed")
         self._reused = Metrics.counter(self._step, ANSWERS_REUSED)
 
     def process(self, record: ImageRecord):
-        yield record.entry.uri, self._example(record)
+        example = self._example(record)
+        if example.settled is not None and self._settled_aside:
+            yield beam.pvalue.TaggedOutput(
+                _SETTLED,
+                (record.entry.uri, self._settled_aside.result(example, example.settled)),
+            )
+            return
+        yield record.entry.uri, example
 
     def _example(self, record: ImageRecord) -> _Example:
         if upstream_failed(record, needs_pixels=True, requires=self._requires):
@@ -282,6 +298,9 @@ class RunModelOnImages(beam.PTransform):
         min_batch_size, max_batch_size: bounds for Beam's adaptive batching.
         lookup: record -> its prediction if already known (e.g. a stored API
             answer), else None; known images skip the model.
+        full_batches: only images the model must see enter `RunInference`, so
+            every batch is full of them (a remote API billed per request); the
+            rest rejoin through a Flatten, which splits the fused stage.
 
     Returns:
         Outputs `records` (every input record, with the result where it worked)
@@ -298,18 +317,24 @@ class RunModelOnImages(beam.PTransform):
         min_batch_size: int = 1,
         max_batch_size: int = 8,
         lookup: LookupFunction | None = None,
+        full_batches: bool = False,
     ) -> None:
         super().__init__()
         self._step = step
-        self._handler = KeyedModelHandler(_LocalModelHandler(model, min_batch_size, max_batch_size))
-        self._prepare = _Prepare(step, prepare, requires, lookup)
+        handler = _LocalModelHandler(model, min_batch_size, max_batch_size)
+        self._handler = KeyedModelHandler(handler)
+        self._prepare = _Prepare(step, prepare, requires, lookup, handler if full_batches else None)
+        self._full_batches = full_batches
         self._attach = _Attach(step, attach)
 
     def expand(self, records):
-        attached = (
-            records
-            | "Prepare" >> beam.ParDo(self._prepare)
-            | "RunInference" >> RunInference(self._handler)
-            | "Attach" >> beam.ParDo(self._attach).with_outputs(ERRORS, main=RECORDS)
+        prepared = records | "Prepare" >> beam.ParDo(self._prepare).with_outputs(
+            _SETTLED, main="examples"
+        )
+        predicted = prepared.examples | "RunInference" >> RunInference(self._handler)
+        if self._full_batches:
+            predicted = (predicted, prepared[_SETTLED]) | "WithSettled" >> beam.Flatten()
+        attached = predicted | "Attach" >> beam.ParDo(self._attach).with_outputs(
+            ERRORS, main=RECORDS
         )
         return {RECORDS: attached[RECORDS], ERRORS: attached[ERRORS]}

@@ -224,4 +224,5 @@ class CallVisionApi(beam.PTransform):
             # Full requests: a batch is cut into requests of `images_per_request`.
             min_batch_size=batch,
             max_batch_size=batch,
+            full_batches=True,
         )
