@@ -232,7 +232,7 @@ class _Prepare(beam.DoFn):
 
     def process(self, record: ImageRecord):
         example = self._example(record)
-        if example.settled is not None and self._settled_aside:
+        if example.settled is not None and self._settled_aside is not None:
             yield beam.pvalue.TaggedOutput(
                 _SETTLED,
                 (record.entry.uri, self._settled_aside.result(example, example.settled)),
