@@ -155,8 +155,12 @@ def test_records_never_cross_a_flatten():
 
 def test_workers_do_not_import_torch():
     """torch is only for the one-time ONNX export; a worker that imports it starts
-    2 s slower and holds 200 MB more."""
-    code = "import sys, transforms.inference, transforms.classify; print('torch' in sys.modules)"
+    2 s slower and holds 200 MB more. A worker imports the `transforms` plugin, then
+    whatever its steps unpickle, Beam's RunInference module first among them."""
+    code = (
+        "import sys, transforms, apache_beam.ml.inference.base, transforms.classify; "
+        "print('torch' in sys.modules)"
+    )
     found = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

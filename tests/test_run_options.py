@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, StandardOptions
 
 from beam_pipeline.cli import main
 from beam_pipeline.run import UsageError, plan_run
@@ -94,6 +94,14 @@ def test_explicit_beam_flags_are_kept(small_corpus):
     assert (direct.direct_num_workers, direct.direct_running_mode) == (1, "in_memory")
     runner = _plan(small_corpus, "--runner", "PortableRunner").pipeline_options
     assert runner.view_as(StandardOptions).runner == "PortableRunner"
+
+
+def test_workers_import_the_project_before_any_step(small_corpus):
+    """On every runner: `transforms` keeps torch out of Beam's RunInference module only
+    if a worker imports it first, as a plugin."""
+    for extra in ((), ("--runner", "PortableRunner")):
+        options = _plan(small_corpus, *extra).pipeline_options
+        assert options.view_as(SetupOptions).beam_plugins == ["transforms"]
 
 
 def test_cli_run_reports_usage_errors_with_exit_code_2(small_corpus, capsys):
