@@ -15,24 +15,26 @@ import os
 import sys
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from beam_pipeline import api_options, azure_options, local_runner
 from transforms import azure_tables, paths, storage
-from transforms.corpus import ReadCorpus, manifest_shards
+from transforms.corpus import ReadCorpus, manifest_rows
 from transforms.records import ImageRecord
 from transforms.retry import describe
 from transforms.steps import ERRORS, RECORDS, Step, StepContext
 from transforms.steps.registry import (
     DEFAULT_DEFINITION,
     StepDefinitionError,
+    dependencies,
     load_registry,
     parse_definition,
     resolve_steps,
 )
+from transforms.tables import delta, schemas
+from transforms.tables.result_store import ResultPlan, ResultStore, fingerprint
 from transforms.transform_table import register_transform, transform_row
 
 LOGGER = logging.getLogger("imaginem")
@@ -84,6 +86,18 @@ def build_parser(registry: dict[str, Step]) -> argparse.ArgumentParser:
         default=[],
         help="import extra steps from this module (repeatable)",
     )
+    parser.add_argument(
+        "--recompute",
+        default="",
+        metavar="STEP[,STEP]",
+        help="compute these steps again even where a result is stored ('all' for every "
+        "step); by default only results that are missing are computed",
+    )
+    parser.add_argument(
+        "--summary-json",
+        metavar="PATH",
+        help="also write the run's summary as JSON here, for schedulers",
+    )
     azure_options.add_arguments(parser)
     api_options.add_arguments(parser)
     for step in registry.values():
@@ -127,18 +141,52 @@ def _prepare_azure_tables(tables: azure_tables.AzureTables) -> None:
 
 
 def _count_images(corpus_root: str, corpus_version: str) -> int:
-    shards = manifest_shards(corpus_root, corpus_version)
-    if not shards:
+    for table in schemas.TABLES:
+        try:
+            delta.check_not_legacy(delta.location(corpus_root, table))
+        except delta.LegacyTableError as error:
+            raise UsageError(str(error).replace("ROOT", corpus_root)) from error
+    total = manifest_rows(corpus_root, corpus_version, ("source_path",)).num_rows
+    if not total:
         raise UsageError(
             f"corpus version {corpus_version!r} not found under {corpus_root}: "
             f"run `imaginem ingest DROP_DIR --corpus {corpus_root} --version {corpus_version}` "
             "first"
         )
-    total = 0
-    for shard in shards:
-        with storage.open_for_read(shard) as handle:
-            total += pq.read_metadata(handle).num_rows
     return total
+
+
+def _recompute(requested: str, steps: list[Step]) -> frozenset[str]:
+    names = [name.strip() for name in requested.split(",") if name.strip()]
+    if names == ["all"]:
+        return frozenset(step.name for step in steps)
+    unknown = sorted(set(names) - {step.name for step in steps})
+    if unknown:
+        raise UsageError(
+            f"--recompute names step(s) this run does not include: {', '.join(unknown)}; "
+            f"the run's steps are {','.join(step.name for step in steps)} (or 'all')"
+        )
+    return frozenset(names)
+
+
+def result_plan(context: StepContext, steps: list[Step], recompute: frozenset[str]) -> ResultPlan:
+    """Fingerprints of the run's stored steps: version, parameters and upstream fingerprints."""
+    fingerprints: dict[str, str] = {}
+    for step in steps:
+        if step.parameters is None:
+            continue
+        upstream = [fingerprints[d] for d in dependencies(step) if d in fingerprints]
+        fingerprints[step.name] = fingerprint(
+            step.name, step.version, step.parameters(context), upstream
+        )
+    return ResultPlan(
+        order=tuple(step.name for step in steps),
+        fingerprints=fingerprints,
+        dependencies={step.name: dependencies(step) for step in steps},
+        needs_pixels=frozenset(step.name for step in steps if step.needs_pixels),
+        hands_on=frozenset(step.name for step in steps if step.hands_on),
+        recompute=recompute,
+    )
 
 
 def plan_run(argv: list[str] | None) -> RunPlan:
@@ -196,8 +244,12 @@ def plan_run(argv: list[str] | None) -> RunPlan:
         step_columns={s.name: s.result_type for s in registry.values() if s.result_type},
         azure_tables=azure.tables,
         api=api.settings if api else None,
+        run_steps=tuple(step.name for step in steps),
+        result_store=ResultStore(corpus_root, azure.access),
     )
     try:
+        recompute = _recompute(args.recompute, steps)
+        context = dataclasses.replace(context, results=result_plan(context, steps, recompute))
         transforms = [step.build(context) for step in steps]
         specs = [step.transform_spec(context) for step in steps if step.transform_spec]
     except ValueError as error:
@@ -237,7 +289,9 @@ def build_graph(pipeline: beam.Pipeline, plan: RunPlan):
         The terminal step's output.
     """
     context = plan.context
-    corpus = pipeline | "ReadCorpus" >> ReadCorpus(context.corpus_root, context.corpus_version)
+    corpus = pipeline | "ReadCorpus" >> ReadCorpus(
+        context.corpus_root, context.corpus_version, context.results, context.result_store
+    )
     records, errors, extras = corpus[RECORDS], [corpus[ERRORS]], {}
     labelled = list(zip(_labels(plan.transforms, plan.steps), plan.transforms, strict=True))
     *steps, terminal = labelled

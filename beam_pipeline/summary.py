@@ -6,13 +6,14 @@ from collections import defaultdict
 
 from apache_beam.runners.runner import PipelineResult
 
-from transforms import azure_sink, azure_tables, paths, schemas
+from transforms import azure_sink, azure_tables, paths
 from transforms.faces.match import GALLERY_STEP
 from transforms.faces.table import FACES
 from transforms.inference import ANSWERS_REUSED
 from transforms.records import INGEST_STEP, READ_STEP, StepName
 from transforms.remote import api_step
 from transforms.steps.output import ERROR_ROWS, FACE_ROWS, IMAGE_ROWS
+from transforms.tables import schemas
 
 _SKIPPED_EXISTING = "skipped_existing"
 

@@ -2,9 +2,7 @@
 
 import os
 
-import pyarrow.dataset as ds
-
-from transforms import paths
+from transforms.tables import delta
 
 
 def files_under(folder):
@@ -17,8 +15,7 @@ def files_under(folder):
 
 
 def table_rows(root, table, corpus_version=None):
-    # Every file carries its partition columns, so no partitioning scheme is needed.
-    rows = ds.dataset(paths.metadata_dir(root, table)).to_table().to_pylist()
+    rows = delta.read(delta.location(root, table)).to_pylist()
     if corpus_version:
         rows = [row for row in rows if row["corpus_version"] == corpus_version]
     return rows

@@ -16,10 +16,10 @@ from PIL import Image
 from scipy import ndimage
 
 from tests.corpus_files import files_under, table_rows
-from transforms import schemas
 from transforms.ingest import ingest_drop
 from transforms.remote.fake_server import FakeApiSettings, FakeVisionApi
 from transforms.remote.quota import Rate
+from transforms.tables import schemas
 
 KEY = "sekret-api-key-7f3a"
 ALL_ON_APIS = [

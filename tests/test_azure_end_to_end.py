@@ -18,11 +18,12 @@ from azure.storage.blob import BlobServiceClient
 
 from tests import image_factory
 from tests.azurite import ACCOUNT, ACCOUNT_KEY
-from transforms import azure_access, paths, schemas, tables
+from transforms import azure_access, paths, tables
 from transforms.azure_tables import FACES, IMAGE_SETS, IMAGE_TRANSFORMS, IMAGES
 from transforms.faces.table import FACES as FACES_PARQUET
 from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
 from transforms.table_keys import MAX_KEY_CHARS, table_key
+from transforms.tables import schemas
 
 CONTAINER = "e2e-corpus"
 ROOT = f"azfs://{ACCOUNT}/{CONTAINER}"

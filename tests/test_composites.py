@@ -9,19 +9,20 @@ import pyarrow.dataset as ds
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
+from transforms.parquet_sink import WriteTablePartition
 
 from tests import image_factory
 from tests.conftest import make_test_pipeline
-from transforms import paths, schemas
+from transforms import paths
 from transforms.corpus import ReadCorpus, _HashOrder
 from transforms.decode import DEFAULT_MAX_PIXELS
 from transforms.ingest import read_manifest
-from transforms.parquet_sink import WriteTablePartition
 from transforms.records import ErrorRecord, ImageRecord
 from transforms.steps import ERRORS, RECORDS
 from transforms.steps.decode import DecodeImages, decode_record
 from transforms.steps.output import WriteTables
 from transforms.steps.thumbnail import RESULT_TYPE, MakeThumbnails, thumbnail_size
+from transforms.tables import schemas
 
 BAD = image_factory.BAD_FILES
 GOOD = image_factory.GOOD_FILES

@@ -10,8 +10,9 @@ from beam_pipeline.run import run
 from beam_pipeline.summary import step_counters
 from tests import image_factory
 from tests.corpus_files import files_under, table_rows
-from transforms import paths, schemas, tables
+from transforms import paths, tables
 from transforms.sample_corpus import build_sample_corpus
+from transforms.tables import schemas
 
 
 def _run(root, version="v1", *extra):

@@ -4,8 +4,9 @@ import pytest
 
 from beam_pipeline.cli import main
 from tests import image_factory
-from transforms import paths, schemas, storage, tables
+from transforms import paths, storage, tables
 from transforms.ingest import ingest_drop, read_manifest, scan_drop
+from transforms.tables import schemas
 
 FILES = {
     "red/angry/robin/a.jpg": image_factory.jpeg_bytes(),

@@ -88,6 +88,27 @@ class AzureAccess:
             )
         return BlobServiceClient(self.blob_url, credential=_default_credential(), **client_options)
 
+    def delta_storage_options(self) -> dict[str, str]:
+        """Options for delta-rs's own Azure object store, built at the moment of use.
+
+        The key (or an Azure AD token) is read here, on whichever machine opens the
+        table, and never kept in anything that is pickled or logged.
+        """
+        options = {"account_name": self.account}
+        if not self.connection_string_env:
+            token = _default_credential().get_token("https://storage.azure.com/.default")
+            return {**options, "bearer_token": token.token}
+        fields = _connection_string_fields(self._connection_string())
+        if "accountkey" in fields:
+            options["account_key"] = fields["accountkey"]
+        if "sharedaccesssignature" in fields:
+            options["sas_key"] = fields["sharedaccesssignature"]
+        if endpoint := fields.get("blobendpoint"):
+            options["azure_storage_endpoint"] = endpoint.rstrip("/")
+            if endpoint.startswith("http://"):
+                options["allow_http"] = "true"
+        return options
+
     def table_service(self, **client_options):
         from azure.data.tables import TableServiceClient
 

@@ -1,10 +1,11 @@
 """Beam transforms that write the run's rows to Azure Table Storage.
 
 Entities are grouped by PartitionKey, so each partition is written by one worker in
-transactions of up to 100 entities. For `Images` and `Faces` a run owns its version's
-partitions (one per image set): after writing one, rows it did not write are
-deleted, so an image that now fails, or a face a re-run no longer finds, leaves no
-stale row behind, exactly as the Parquet partitions are replaced.
+transactions of up to 100 entities. A run writes every image of its version, so
+after writing an `Images` partition (one per image set) rows it did not write, files
+that left the version, are deleted; an image's entity is merged, so the results of
+steps this run did not include are kept. `Faces` partitions are replaced the same
+way, and only by a run that includes the face steps.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ def deleted_counter(table: str) -> str:
 
 
 class _WritePartition(beam.DoFn):
-    def __init__(self, tables: AzureTables, table: str, replace: bool) -> None:
+    def __init__(self, tables: AzureTables, table: str, replace: bool, merge: bool) -> None:
         self._tables = tables
         self._table = table
         self._replace = replace
+        self._merge = merge
         self._upserted = Metrics.counter(NAMESPACE, upserted_counter(table))
         self._deleted = Metrics.counter(NAMESPACE, deleted_counter(table))
 
@@ -50,7 +52,7 @@ class _WritePartition(beam.DoFn):
                 written.add(entity["RowKey"])
                 yield entity
 
-        self._upserted.inc(azure_tables.upsert(self._client, remember(grouped[_ROWS])))
+        self._upserted.inc(azure_tables.upsert(self._client, remember(grouped[_ROWS]), self._merge))
         if self._replace:
             self._deleted.inc(azure_tables.delete_others(self._client, partition_key, written))
         yield partition_key
@@ -66,6 +68,7 @@ class WriteAzureTable(beam.PTransform):
         owned_partitions: with `replace`, partitions this run owns whole: each ends
             holding exactly the run's rows, and none if the run wrote none to it.
         replace: delete rows of a written or owned partition that this run did not write.
+        merge: keep the properties of an existing entity that a new one does not carry.
 
     Returns:
         A PCollection of the partition keys written.
@@ -75,6 +78,7 @@ class WriteAzureTable(beam.PTransform):
     table: str
     owned_partitions: tuple[str, ...] = ()
     replace: bool = False
+    merge: bool = False
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -87,7 +91,8 @@ class WriteAzureTable(beam.PTransform):
         return (
             {_ROWS: keyed, _OWNED: owned}
             | "GroupByPartition" >> beam.CoGroupByKey()
-            | "Write" >> beam.ParDo(_WritePartition(self.tables, self.table, self.replace))
+            | "Write"
+            >> beam.ParDo(_WritePartition(self.tables, self.table, self.replace, self.merge))
         )
 
 
@@ -103,9 +108,11 @@ def _transform_outputs(row: dict, step_columns: tuple[str, ...]):
 class WriteAzureTables(beam.PTransform):
     """Writes a run's `Images` and `Faces` rows and its transformed `ImageSets`.
 
-    Input is a dict with the `images` and `faces` Parquet rows of the run.
+    Input is a dict with the `images` rows of the run, and its `faces` rows if it
+    ran the face steps.
 
     Args:
+        step_columns: the result columns of the steps this run included.
         set_paths: every set path of the corpus version (the partitions it owns).
     """
 
@@ -128,13 +135,16 @@ class WriteAzureTables(beam.PTransform):
             | "ImageEntities"
             >> beam.Map(azure_tables.image_entity, self.step_columns, self.corpus_root)
             | "WriteImages"
-            >> WriteAzureTable(self.tables, azure_tables.IMAGES, owned, replace=True)
+            >> WriteAzureTable(self.tables, azure_tables.IMAGES, owned, replace=True, merge=True)
         )
-        faces = (
-            rows["faces"]
-            | "FaceEntities" >> beam.Map(azure_tables.face_entity, self.corpus_root)
-            | "WriteFaces" >> WriteAzureTable(self.tables, azure_tables.FACES, owned, replace=True)
-        )
+        written = {"images": images}
+        if "faces" in rows:
+            written["faces"] = (
+                rows["faces"]
+                | "FaceEntities" >> beam.Map(azure_tables.face_entity, self.corpus_root)
+                | "WriteFaces"
+                >> WriteAzureTable(self.tables, azure_tables.FACES, owned, replace=True)
+            )
         root, version = self.corpus_root, self.corpus_version
         sets = (
             rows["images"]
@@ -148,4 +158,4 @@ class WriteAzureTables(beam.PTransform):
             )
             | "WriteImageSets" >> WriteAzureTable(self.tables, azure_tables.IMAGE_SETS)
         )
-        return {"images": images, "faces": faces, "image_sets": sets}
+        return {**written, "image_sets": sets}

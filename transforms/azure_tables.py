@@ -316,15 +316,19 @@ def transactions(entities: Iterable[Entity]) -> Iterator[list[Entity]]:
         yield chunk
 
 
-def upsert(table_client, entities: Iterable[Entity]) -> int:
-    """Writes entities (sorted by partition) as replacing upserts; returns how many."""
+def upsert(table_client, entities: Iterable[Entity], keep_other_properties: bool = False) -> int:
+    """Writes entities (sorted by partition) as upserts; returns how many.
+
+    Args:
+        keep_other_properties: merge into an existing entity, keeping properties the
+            new one does not carry (a partial run's other steps), instead of replacing it.
+    """
     from azure.data.tables import UpdateMode
 
+    mode = UpdateMode.MERGE if keep_other_properties else UpdateMode.REPLACE
     written = 0
     for chunk in transactions(entities):
-        table_client.submit_transaction(
-            [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in chunk]
-        )
+        table_client.submit_transaction([("upsert", entity, {"mode": mode}) for entity in chunk])
         written += len(chunk)
     return written
 

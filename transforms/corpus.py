@@ -1,4 +1,4 @@
-"""`ReadCorpus`: the images of one corpus version, read from its manifest."""
+"""`ReadCorpus`: the images of one corpus version, with the results already stored for them."""
 
 from __future__ import annotations
 
@@ -6,14 +6,23 @@ import dataclasses
 import hashlib
 
 import apache_beam as beam
-import pyarrow.parquet as pq
+import pyarrow as pa
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindows
 
-from transforms import paths, storage, tables
-from transforms.ingest import manifest_partition
-from transforms.records import INGEST_STEP, READ_STEP, ErrorRecord, ImageRecord, ManifestEntry
+from transforms import paths, storage
+from transforms.records import (
+    INGEST_STEP,
+    READ_STEP,
+    ErrorRecord,
+    ImageRecord,
+    ManifestEntry,
+    StepName,
+    with_decoded,
+)
 from transforms.steps.base import ERRORS, RECORDS
+from transforms.tables import delta, result_store, schemas
+from transforms.tables.delta import version_filter
+from transforms.tables.result_store import ReadStoredResults, ResultPlan, ResultStore
 
 
 class IntegrityError(RuntimeError):
@@ -24,29 +33,30 @@ class RejectedAtIngestError(RuntimeError):
     """Ingest refused the file; the manifest keeps the reason."""
 
 
-def manifest_shards(corpus_root: str, corpus_version: str) -> list[str]:
-    return storage.list_files(manifest_partition(corpus_root, corpus_version), tables.SHARD_PATTERN)
+def manifest_rows(
+    corpus_root: str, corpus_version: str, columns: tuple[str, ...] | None = None
+) -> pa.Table:
+    """The version's manifest, or only some of its columns."""
+    where = delta.location(corpus_root, schemas.MANIFEST)
+    return delta.read(where, columns, version_filter(corpus_version))
 
 
 def set_paths(corpus_root: str, corpus_version: str) -> tuple[str, ...]:
     """Every set path of a version, read from its manifest's `set_path` column only."""
-    found: set[str] = set()
-    for shard in manifest_shards(corpus_root, corpus_version):
-        with storage.open_for_read(shard) as handle:
-            found.update(pq.read_table(handle, columns=["set_path"]).column(0).to_pylist())
-    return tuple(sorted(found))
+    table = manifest_rows(corpus_root, corpus_version, ("set_path",))
+    return tuple(sorted(set(table.column(0).to_pylist()))) if table.num_rows else ()
 
 
 def image_hashes(corpus_root: str, corpus_version: str) -> set[str]:
     """The distinct SHA-256s of a version's images (files rejected at ingest left out)."""
-    found: set[str] = set()
-    for shard in manifest_shards(corpus_root, corpus_version):
-        with storage.open_for_read(shard) as handle:
-            table = pq.read_table(handle, columns=["image_sha256", "rejected_reason"])
-        for sha, rejected in zip(*(column.to_pylist() for column in table.columns), strict=True):
-            if not rejected:
-                found.add(sha)
-    return found
+    table = manifest_rows(corpus_root, corpus_version, ("image_sha256", "rejected_reason"))
+    if not table.num_rows:
+        return set()
+    return {
+        sha
+        for sha, rejected in zip(*(column.to_pylist() for column in table.columns), strict=True)
+        if not rejected
+    }
 
 
 def read_original(entry: ManifestEntry) -> bytes:
@@ -65,93 +75,125 @@ def locate(entry: ManifestEntry, corpus_root: str) -> ManifestEntry:
     return dataclasses.replace(entry, uri=uri)
 
 
-class _HashOrder(beam.DoFn):
-    """Re-emits manifest rows in the order of their paths' hashes, a window at a time.
-
-    Beam's local runner gives each worker every n-th element in arrival order, and
-    a manifest is in path order, where alike files alternate (the front and back of
-    each scanned print, a page after each photo): split that way, one worker can get
-    all the expensive images. In hash order each share is a random sample. Its input
-    is a bounded read in the global window, where every row is emitted.
-    """
-
-    WINDOW = 4096  # rows held at once
-
-    def start_bundle(self) -> None:
-        self._held: list[dict] = []
-
-    def process(self, row: dict):
-        self._held.append(row)
-        if len(self._held) >= self.WINDOW:
-            yield from self._release()
-
-    def finish_bundle(self):
-        for row in self._release():
-            yield GlobalWindows.windowed_value(row)
-
-    def _release(self) -> list[dict]:
-        held, self._held = self._held, []
-        return sorted(
-            held, key=lambda row: hashlib.sha256((row["source_path"] or "").encode()).digest()
-        )
+def _read_manifest(corpus_version: str, corpus_root: str):
+    """The version's manifest rows, read on a worker (a manifest can be millions of rows)."""
+    yield from manifest_rows(corpus_root, corpus_version).to_pylist()
 
 
-class _ReadOriginals(beam.DoFn):
-    def __init__(self, corpus_root: str) -> None:
+def _by_content(row: dict):
+    """Files rejected at ingest have no content: each is its own key."""
+    return row["image_sha256"] or f"rejected:{row['source_path']}", row
+
+
+def _newest(stored: list[tuple[str, object, str]]) -> dict[str, object]:
+    """step -> decoded result, the newest where a result was stored twice."""
+    return {
+        step: result_store.decode(result)
+        for step, _, result in sorted(stored, key=lambda one: one[1])
+    }
+
+
+class _StartImages(beam.DoFn):
+    """One record per distinct content: stored results in, pending steps set, bytes read
+    only if a step that needs them is pending."""
+
+    def __init__(self, corpus_root: str, plan: ResultPlan) -> None:
         self._corpus_root = corpus_root
+        self._plan = plan
 
     def setup(self) -> None:
         self._read = Metrics.counter(READ_STEP, "processed")
+        self._not_read = Metrics.counter(READ_STEP, "not_needed")
         self._failed = Metrics.counter(READ_STEP, "failed")
         self._rejected = Metrics.counter(INGEST_STEP, "failed")
 
-    def process(self, row: dict):
-        entry = locate(ManifestEntry(**row), self._corpus_root)
-        if entry.rejected_reason:
+    def process(self, keyed):
+        _, grouped = keyed
+        files = sorted(grouped["files"], key=lambda row: row["source_path"])
+        if not files:
+            return  # stored results of images that are not in this version
+        entries = [locate(ManifestEntry(**row), self._corpus_root) for row in files]
+        if entries[0].rejected_reason:
             self._rejected.inc()
-            error = RejectedAtIngestError(entry.rejected_reason)
-            yield beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.for_entry(entry, INGEST_STEP, error))
+            error = RejectedAtIngestError(entries[0].rejected_reason)
+            yield _error(entries[0], INGEST_STEP, error)
+            return
+        results = _newest(list(grouped["stored"]))
+        record = ImageRecord(
+            entry=entries[0],
+            aliases=tuple(entries[1:]),
+            results=results,
+            pending=self._plan.pending(results),
+            **(with_decoded(results.get(StepName.DECODE)) if StepName.DECODE in results else {}),
+        )
+        if not record.must_run(StepName.DECODE):
+            self._not_read.inc(len(entries))
+            yield record
             return
         try:
-            data = read_original(entry)
+            data = read_original(record.entry)
         except Exception as error:  # noqa: BLE001 - a missing or damaged blob is reported
-            self._failed.inc()
-            yield beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.for_entry(entry, READ_STEP, error))
+            self._failed.inc(len(entries))
+            for entry in entries:
+                yield _error(entry, READ_STEP, error)
             return
-        self._read.inc()
-        yield ImageRecord(entry=entry, data=data)
+        self._read.inc(len(entries))
+        yield dataclasses.replace(record, data=data)
+
+
+def _error(entry: ManifestEntry, step: str, error: Exception):
+    return beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.for_entry(entry, step, error))
 
 
 @dataclasses.dataclass(eq=False)
 class ReadCorpus(beam.PTransform):
-    """Lists a corpus version from its manifest and reads each original once.
+    """Lists a corpus version from its manifest, joins the results stored for its images,
+    and reads the originals that still have a step to run.
+
+    Files with the same bytes become one record (the first path, the others as its
+    `aliases`), so each content is computed once.
 
     Args:
         corpus_root: the corpus root, any Beam filesystem path.
         corpus_version: the version to read.
+        plan: the run's steps and fingerprints; None runs every step on every image.
+        store: where results are stored; None reuses nothing.
 
     Returns:
-        Outputs `records` (ImageRecord with bytes) and `errors` (files rejected at
-        ingest, missing from storage, or changed since ingest).
+        Outputs `records` (ImageRecord with stored results, and bytes if needed) and
+        `errors` (files rejected at ingest, missing from storage, or changed since).
     """
 
     corpus_root: str
     corpus_version: str
+    plan: ResultPlan | None = None
+    store: ResultStore | None = None
 
     def __post_init__(self) -> None:
         super().__init__()
         paths.check_version(self.corpus_version)
+        if self.plan is None:
+            self.plan = ResultPlan((), {}, {}, frozenset(), frozenset())
+        self._stored = ReadStoredResults(self.store, self.plan) if self.store else None
 
     def expand(self, pipeline):
-        pattern = paths.join(
-            manifest_partition(self.corpus_root, self.corpus_version), tables.SHARD_PATTERN
-        )
-        return (
+        files = (
             pipeline
-            | "ReadManifest" >> beam.io.ReadFromParquet(pattern)
-            | "HashOrder" >> beam.ParDo(_HashOrder())
-            # Spread the reads (and the steps fused after them) over all workers.
-            | "Spread" >> beam.Reshuffle()
-            | "ReadOriginals"
-            >> beam.ParDo(_ReadOriginals(self.corpus_root)).with_outputs(ERRORS, main=RECORDS)
+            | "Version" >> beam.Create([self.corpus_version])
+            | "ReadManifest" >> beam.FlatMap(_read_manifest, self.corpus_root)
+            | "ByContent" >> beam.Map(_by_content)
+        )
+        stored = (
+            pipeline | "ReadStoredResults" >> self._stored
+            if self._stored
+            else pipeline | "NothingStored" >> beam.Create([])
+        )
+        # The join also spreads the images over the workers, in hash order.
+        return (
+            {"files": files, "stored": stored}
+            | "JoinStoredResults" >> beam.CoGroupByKey()
+            | "StartImages"
+            >> beam.ParDo(_StartImages(self.corpus_root, self.plan)).with_outputs(
+                ERRORS, main=RECORDS
+            )
         )

@@ -40,7 +40,7 @@ from apache_beam.ml.inference.base import (
 )
 
 from transforms.records import ErrorRecord, ImageRecord
-from transforms.steps.base import ERRORS, RECORDS, upstream_failed
+from transforms.steps.base import ERRORS, RECORDS, Outcome, upstream_failed
 
 LOGGER = logging.getLogger(__name__)
 
@@ -229,6 +229,7 @@ class _Prepare(beam.DoFn):
     def setup(self) -> None:
         self._skipped = Metrics.counter(self._step, "skipped_upstream_failed")
         self._reused = Metrics.counter(self._step, ANSWERS_REUSED)
+        self._stored = Metrics.counter(self._step, Outcome.REUSED)
 
     def process(self, record: ImageRecord):
         example = self._example(record)
@@ -241,6 +242,9 @@ class _Prepare(beam.DoFn):
         yield record.entry.uri, example
 
     def _example(self, record: ImageRecord) -> _Example:
+        if not record.must_run(self._step):
+            self._stored.inc()  # its result is stored and already in the record
+            return _Example(record, settled=_PassBy())
         if upstream_failed(record, needs_pixels=True, requires=self._requires):
             self._skipped.inc()
             return _Example(record, settled=_PassBy())

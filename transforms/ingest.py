@@ -16,11 +16,13 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from transforms import paths, schemas, storage, tables
+from transforms import paths, storage
 from transforms.azure_tables import IMAGE_SETS, AzureTables, image_set_entity, upsert
 from transforms.blob_upload import BlobContainer
 from transforms.records import ManifestEntry
 from transforms.retry import DEFAULT_RETRY, RetryPolicy, call_with_retries, describe
+from transforms.tables import delta, schemas
+from transforms.tables.delta import version_filter
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
@@ -290,15 +292,35 @@ def _rejected_entry(rejected: Rejected, corpus_version: str) -> ManifestEntry:
     )
 
 
-def manifest_partition(root: str, corpus_version: str) -> str:
-    return paths.partition_dir(root, schemas.MANIFEST, corpus_version=corpus_version)
-
-
 def read_manifest(root: str, corpus_version: str) -> list[ManifestEntry]:
     return [
         ManifestEntry(**row)
-        for row in tables.read_partition(manifest_partition(root, corpus_version))
+        for row in delta.read_rows(
+            delta.location(root, schemas.MANIFEST), version_filter(corpus_version)
+        )
     ]
+
+
+def record_manifest(root: str, corpus_version: str, entries: list[ManifestEntry]) -> None:
+    """Upserts a drop's manifest rows in one commit; rows of other drops are kept.
+
+    Two ingests into one version at once each add their own files: neither loses any.
+    """
+    rows = delta.as_table(
+        (schemas.manifest_row(entry) for entry in entries), schemas.MANIFEST_SCHEMA
+    )
+    _upsert(root, schemas.MANIFEST, rows, corpus_version)
+
+
+def _upsert(root: str, table: str, rows, corpus_version: str) -> None:
+    spec = schemas.TABLES[table]
+    delta.merge(
+        delta.location(root, table),
+        rows,
+        delta.Merge(spec.keys),
+        spec.partition_by,
+        delta.commit_metadata("ingest", corpus_version=corpus_version),
+    )
 
 
 def image_set_rows(root: str, entries: list[ManifestEntry]) -> list[dict]:
@@ -392,17 +414,14 @@ def ingest_drop(
     for rejected in report.failed:
         if rejected.source_path not in entries:
             entries[rejected.source_path] = _rejected_entry(rejected, corpus_version)
-    manifest = sorted(entries.values(), key=lambda entry: entry.source_path)
-    tables.replace_partition(
-        manifest_partition(root, corpus_version),
-        (schemas.manifest_row(entry) for entry in manifest),
-        schemas.MANIFEST_SCHEMA,
-    )
-    set_rows = image_set_rows(root, manifest)
-    tables.replace_partition(
-        paths.partition_dir(root, schemas.IMAGE_SETS, corpus_version=corpus_version),
-        set_rows,
-        schemas.IMAGE_SETS_SCHEMA,
+    record_manifest(root, corpus_version, sorted(entries.values(), key=lambda e: e.source_path))
+    # Sets from the whole version, this drop's files and any other ingest's.
+    set_rows = image_set_rows(root, read_manifest(root, corpus_version))
+    _upsert(
+        root,
+        schemas.IMAGE_SETS,
+        delta.as_table(set_rows, schemas.IMAGE_SETS_SCHEMA),
+        corpus_version,
     )
     if azure_tables is not None:
         try:

@@ -71,7 +71,9 @@ class ImageRecord:
     `data` holds the original file bytes until decode; `image` holds the decoded,
     EXIF-oriented RGB pixels for the steps that need them. Neither is written to a
     table. Each step adds its result under its own name in `results`, and may leave
-    data for later steps (never written) under its name in `artifacts`.
+    data for later steps (never written) under its name in `artifacts`. Results found
+    in the result store are in `results` from the start, and their steps are not
+    `pending`.
     """
 
     entry: ManifestEntry
@@ -84,6 +86,17 @@ class ImageRecord:
     frames: int | None = None
     results: dict[str, Any] = dataclasses.field(default_factory=dict)
     artifacts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Steps still to run on this image (None: all); the others' results are stored.
+    pending: frozenset[str] | None = None
+    # Other files of the version with the same bytes: they share this record's results.
+    aliases: tuple[ManifestEntry, ...] = ()
+
+    def must_run(self, step: str) -> bool:
+        return self.pending is None or step in self.pending
+
+    @property
+    def entries(self) -> tuple[ManifestEntry, ...]:
+        return (self.entry, *self.aliases)
 
     def without_pixels(self) -> ImageRecord:
         """The record with only its metadata and results: cheap to move between workers."""
@@ -119,3 +132,13 @@ class ErrorRecord:
             error_type=type(error).__name__,
             message=str(error)[:2000] or type(error).__name__,
         )
+
+
+# What `decode` learns about an image, kept in its stored result so that a run whose
+# steps are all stored still fills them without decoding again.
+DECODED_FIELDS = ("format", "width", "height", "mode", "frames")
+
+
+def with_decoded(decode_result: dict[str, Any]) -> dict[str, Any]:
+    """The record fields a stored `decode` result fills."""
+    return {name: decode_result.get(name) for name in DECODED_FIELDS}

@@ -26,7 +26,8 @@ RESULT_TYPE = pa.struct(
                     [
                         ("face_index", pa.int32()),
                         ("face_id", pa.string()),
-                        ("embedding", pa.list_(pa.float32(), 128)),
+                        # Variable-length: pyarrow cannot read a null fixed-size list back.
+                        ("embedding", pa.list_(pa.float32())),
                     ]
                 )
             ),

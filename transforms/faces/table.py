@@ -26,7 +26,8 @@ FACES_SCHEMA = pa.schema(
         ("detection_model", pa.string()),
         ("crop_uri", pa.string()),
         ("landmarks", pa.list_(POINT)),
-        ("embedding", pa.list_(pa.float32(), 128)),
+        # Variable-length: pyarrow cannot read back a null fixed-size list from Parquet.
+        ("embedding", pa.list_(pa.float32())),
         ("embedding_model", pa.string()),
         ("person", pa.string()),
         ("distance", pa.float32()),

@@ -24,6 +24,7 @@ from transforms.records import ErrorRecord, ImageRecord
 
 if TYPE_CHECKING:
     from transforms.remote.api_step import ApiSettings
+    from transforms.tables.result_store import ResultPlan, ResultStore
 
 RECORDS = "records"
 ERRORS = "errors"
@@ -40,6 +41,9 @@ class StepContext:
     step_columns: Mapping[str, pa.DataType] = dataclasses.field(default_factory=dict)
     azure_tables: AzureTables | None = None  # where the Azure Table copy goes, if any
     api: ApiSettings | None = None  # how steps on a remote backend call their APIs
+    run_steps: tuple[str, ...] = ()  # every step of the run, in order
+    results: ResultPlan | None = None  # which stored results the run reuses
+    result_store: ResultStore | None = None
 
     def option(self, name: str, default: Any = None) -> Any:
         return getattr(self.options, name, default)
@@ -71,6 +75,11 @@ class Step:
         description: one line for `imaginem steps`.
         needs_pixels: reads the image's pixels, bytes or artifacts; once no later
             step does, records travel without them.
+        parameters: what changes the step's result besides its version (model,
+            backend, options); with it, results are stored and reused, keyed by
+            their fingerprint. None: computed on every run (cheap or global steps).
+        hands_on: later steps read what it leaves in memory (pixels, chips): when
+            one of them runs on an image, this step runs too.
     """
 
     name: str
@@ -83,11 +92,14 @@ class Step:
     terminal: bool = False
     description: str = ""
     needs_pixels: bool = True
+    parameters: Callable[[StepContext], Mapping[str, Any]] | None = None
+    hands_on: bool = False
 
 
 class Outcome(enum.StrEnum):
-    PROCESSED = "processed"
-    SKIPPED_EXISTING = "skipped_existing"
+    PROCESSED = "processed"  # computed by this run
+    SKIPPED_EXISTING = "skipped_existing"  # computed, its output file already there
+    REUSED = "reused"  # a stored result of an earlier run, not computed again
 
 
 ImageFunction = Callable[[ImageRecord], tuple[ImageRecord, Outcome]]
@@ -125,6 +137,10 @@ class _ApplyToEachImage(beam.DoFn):
         self._latency = Metrics.distribution(self._step, "latency_ms")
 
     def process(self, record: ImageRecord):
+        if not record.must_run(self._step):
+            self._counters[Outcome.REUSED].inc()
+            yield record
+            return
         if upstream_failed(record, self._needs_pixels, self._requires):
             # An earlier step already failed on this image and reported why.
             self._counters["skipped_upstream_failed"].inc()

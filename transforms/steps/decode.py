@@ -19,17 +19,16 @@ def decode_record(
 ) -> tuple[ImageRecord, Outcome]:
     """Decodes a record's bytes; the bytes are dropped once the pixels exist."""
     decoded = decode_image(record.data or b"", max_pixels=max_pixels, allow_heif=allow_heif)
+    fields = {
+        "width": decoded.image.width,
+        "height": decoded.image.height,
+        "format": decoded.format,
+        "mode": decoded.mode,
+        "frames": decoded.frames,
+    }
+    updated = dataclasses.replace(record, data=None, image=decoded.image, **fields)
     return (
-        dataclasses.replace(
-            record,
-            data=None,
-            image=decoded.image,
-            width=decoded.image.width,
-            height=decoded.image.height,
-            format=decoded.format,
-            mode=decoded.mode,
-            frames=decoded.frames,
-        ),
+        updated.with_result(StepName.DECODE, {"step_version": STEP_VERSION, **fields}),
         Outcome.PROCESSED,
     )
 
@@ -83,10 +82,16 @@ def _add_options(group: argparse._ArgumentGroup) -> None:
     )
 
 
+def _max_pixels(context) -> int:
+    return context.option("max_pixels", DEFAULT_MAX_PIXELS)
+
+
 STEP = Step(
     name=StepName.DECODE,
     version=STEP_VERSION,
-    build=lambda context: DecodeImages(max_pixels=context.option("max_pixels", DEFAULT_MAX_PIXELS)),
+    build=lambda context: DecodeImages(max_pixels=_max_pixels(context)),
     add_options=_add_options,
     description="decode once: EXIF orientation, 8-bit RGB, pixel limit",
+    parameters=lambda context: {"max_pixels": _max_pixels(context)},
+    hands_on=True,  # the pixels every pixel step reads
 )

@@ -1,4 +1,11 @@
-"""The `pipelineoutput` step: write the `images`, `faces` and `errors` tables of a run."""
+"""The `pipelineoutput` step: keep the run's new results, and merge its rows into the
+`images`, `faces` and `errors` Delta tables.
+
+A run merges, never wipes: it updates the columns of the steps it included and
+leaves every other step's column as an earlier run left it. Rows of files that left
+the version are deleted; `faces` rows are replaced only by a run with the face steps,
+and `errors` rows only for the steps the run included.
+"""
 
 from __future__ import annotations
 
@@ -9,74 +16,147 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from transforms import paths, schemas
+from transforms import paths
 from transforms.azure_sink import WriteAzureTables
 from transforms.azure_tables import AzureTables
 from transforms.corpus import set_paths
-from transforms.faces.match import FACE_CLUSTERS
-from transforms.faces.table import FACES, FACES_SCHEMA, face_rows
-from transforms.parquet_sink import WriteTablePartition, shard_count
-from transforms.records import ErrorRecord, ImageRecord, StepName
+from transforms.faces.match import FACE_CLUSTERS, GALLERY_STEP
+from transforms.faces.table import FACES_SCHEMA, face_rows
+from transforms.records import INGEST_STEP, READ_STEP, ErrorRecord, ImageRecord, StepName
 from transforms.steps.base import ERRORS, RECORDS, Step, StepContext
+from transforms.tables import delta, schemas
+from transforms.tables.result_store import ResultStore, StoreNewResults
 
 IMAGE_ROWS = "image_rows"
 ERROR_ROWS = "error_rows"
 FACE_ROWS = "face_rows"
+FACE_STEPS = (
+    StepName.FACE_DETECTION,
+    StepName.FACE_CROP,
+    StepName.FACE_PRINT,
+    StepName.FACE_MATCH,
+)
 
 
-def _image_row(record: ImageRecord, step_columns: dict[str, pa.DataType]) -> dict:
-    Metrics.counter(StepName.PIPELINE_OUTPUT, IMAGE_ROWS).inc()
-    return schemas.image_row(record, step_columns)
+def _image_rows(record: ImageRecord, step_columns: dict[str, pa.DataType]):
+    for entry in record.entries:
+        Metrics.counter(StepName.PIPELINE_OUTPUT, IMAGE_ROWS).inc()
+        yield schemas.image_row(dataclasses.replace(record, entry=entry), step_columns)
 
 
-def _error_row(error: ErrorRecord) -> dict:
-    Metrics.counter(StepName.PIPELINE_OUTPUT, ERROR_ROWS).inc()
-    return schemas.error_row(error)
+def _face_rows(record: ImageRecord, clusters: dict[str, str]):
+    for entry in record.entries:
+        rows = face_rows(dataclasses.replace(record, entry=entry), clusters)
+        Metrics.counter(StepName.PIPELINE_OUTPUT, FACE_ROWS).inc(len(rows))
+        yield from rows
 
 
-def _image_key(row) -> str:
-    return row["source_path"]
+def _aliases(record: ImageRecord):
+    if record.aliases:
+        yield record.entry.image_sha256, record.aliases
 
 
-def _face_rows(record: ImageRecord, clusters: dict[str, str]) -> list[dict]:
-    rows = face_rows(record, clusters)
-    Metrics.counter(StepName.PIPELINE_OUTPUT, FACE_ROWS).inc(len(rows))
+def _error_rows(error: ErrorRecord, aliases: dict):
+    """The error's row, and one for every other file with the same bytes."""
+    rows = [schemas.error_row(error)]
+    for alias in aliases.get(error.image_sha256, ()) if error.image_sha256 else ():
+        if alias.source_path != error.path:
+            rows.append({**rows[0], "path": alias.source_path, "uri": alias.uri})
+    Metrics.counter(StepName.PIPELINE_OUTPUT, ERROR_ROWS).inc(len(rows))
     return rows
 
 
-def _face_key(row) -> str:
-    return f"{row['source_path']}\x00{row['face_index']}"
+class _MergeRows(beam.DoFn):
+    """Merges every row of one table in one Delta commit, on one worker."""
+
+    def __init__(
+        self,
+        where: delta.DeltaLocation,
+        schema: pa.Schema,
+        plan: delta.Merge,
+        partition_by: tuple[str, ...],
+        metadata: Mapping[str, str],
+    ) -> None:
+        self._where = where
+        self._schema = schema
+        self._plan = plan
+        self._partition_by = partition_by
+        self._metadata = dict(metadata)
+
+    def process(self, keyed):
+        _, grouped = keyed
+        keys = self._plan.keys
+        unique = {tuple(row[k] for k in keys): row for row in grouped["rows"]}
+        rows = [unique[key] for key in sorted(unique, key=lambda key: tuple(map(str, key)))]
+        delta.merge(
+            self._where,
+            pa.Table.from_pylist(rows, schema=self._schema),
+            self._plan,
+            self._partition_by,
+            self._metadata,
+        )
+        yield len(rows)
 
 
-def _error_key(row) -> str:
-    return f"{row['path']}\x00{row['step']}"
+@dataclasses.dataclass(eq=False)
+class MergeIntoTable(beam.PTransform):
+    """Merges a PCollection of rows into a Delta table in one commit, even if empty
+    (an empty run still deletes what it owns).
+
+    Returns:
+        A PCollection with the number of rows merged.
+    """
+
+    where: delta.DeltaLocation
+    schema: pa.Schema
+    plan: delta.Merge
+    partition_by: tuple[str, ...]
+    metadata: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def expand(self, rows):
+        keyed = rows | "OneCommit" >> beam.Map(lambda row: (None, row))
+        always = rows.pipeline | "EvenIfEmpty" >> beam.Create([(None, None)])
+        return (
+            {"rows": keyed, "go": always}
+            | "Gather" >> beam.CoGroupByKey()
+            | "Merge"
+            >> beam.ParDo(
+                _MergeRows(self.where, self.schema, self.plan, self.partition_by, self.metadata)
+            )
+        )
 
 
 @dataclasses.dataclass(eq=False)
 class WriteTables(beam.PTransform):
-    """Replaces the corpus version's partitions of `images`, `faces` and `errors`.
+    """Stores the run's new results and merges its rows into the version's tables.
 
     With `azure_tables`, the same images and faces also go to Azure Table Storage.
-
     Input is a dict with `records` and `errors`, and `face_clusters` when the run
     clusters faces.
 
     Args:
         corpus_root: where `metadata/` lives.
-        corpus_version: the partition (`corpus_version=<v>`) this run owns.
-        step_columns: step name -> Arrow type of its result column.
-        expected_images: images in the version, to size the shards.
+        corpus_version: the version whose rows this run writes.
+        step_columns: step name -> Arrow type of its result column, every known step.
+        run_steps: the steps this run included: only their columns and errors change.
+        fingerprints: stored step -> fingerprint, for the results this run computes.
+        store: where results are kept; None keeps none.
         azure_tables: where the Azure copy goes, or None.
         set_paths: the version's set paths (the Azure partitions the run owns).
 
     Returns:
-        A dict of PCollections of the shard files written, by table.
+        A dict of PCollections of the rows merged, by table.
     """
 
     corpus_root: str
     corpus_version: str
     step_columns: Mapping[str, pa.DataType]
-    expected_images: int = 0
+    run_steps: tuple[str, ...] = ()
+    fingerprints: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    store: ResultStore | None = None
     azure_tables: AzureTables | None = None
     set_paths: tuple[str, ...] = ()
 
@@ -84,60 +164,76 @@ class WriteTables(beam.PTransform):
         super().__init__()
         paths.check_version(self.corpus_version)
 
-    def _partition(self, table: str) -> str:
-        return paths.partition_dir(self.corpus_root, table, corpus_version=self.corpus_version)
+    def _metadata(self) -> dict[str, str]:
+        return delta.commit_metadata(
+            "run", corpus_version=self.corpus_version, steps=",".join(self.run_steps)
+        )
+
+    def _merge(self, table: str, schema: pa.Schema, **plan) -> MergeIntoTable:
+        where = delta.location(self.corpus_root, table)
+        spec = schemas.TABLES[table]
+        plan = delta.Merge(spec.keys, **plan)
+        return MergeIntoTable(where, schema, plan, spec.partition_by, self._metadata())
+
+    def _version_is(self) -> str:
+        return f"t.corpus_version = {delta.quote(self.corpus_version)}"
+
+    def _error_steps(self) -> str:
+        steps = [INGEST_STEP, READ_STEP, *self.run_steps]
+        owned = " OR ".join(f"t.step = {delta.quote(step)}" for step in steps)
+        if StepName.FACE_MATCH in self.run_steps:
+            owned += f" OR t.step LIKE {delta.quote(GALLERY_STEP + '.%')}"
+        return f"{self._version_is()} AND ({owned})"
 
     def expand(self, outputs):
         step_columns = dict(self.step_columns)
-        shards = shard_count(self.expected_images)
-        image_rows = outputs[RECORDS] | "ImageRows" >> beam.Map(_image_row, step_columns)
-        images = image_rows | (
-            "WriteImages"
-            >> WriteTablePartition(
-                self._partition(schemas.IMAGES),
-                schemas.images_schema(step_columns),
-                _image_key,
-                shards,
-            )
+        records = outputs[RECORDS]
+        if self.store is not None:
+            records = records | "StoreNewResults" >> StoreNewResults(self.store, self.fingerprints)
+        image_rows = records | "ImageRows" >> beam.FlatMap(_image_rows, step_columns)
+        run_columns = [step for step in self.run_steps if step in step_columns]
+        keys = schemas.TABLES[schemas.IMAGES].keys
+        base_columns = [f.name for f in schemas.images_schema({}) if f.name not in keys]
+        images = image_rows | "MergeImages" >> self._merge(
+            schemas.IMAGES,
+            schemas.images_schema(step_columns),
+            update_columns=tuple(base_columns + run_columns),
+            delete_unmatched=self._version_is(),
         )
+        aliases = beam.pvalue.AsDict(records | "Aliases" >> beam.FlatMap(_aliases))
         errors = (
             outputs[ERRORS]
-            | "ErrorRows" >> beam.Map(_error_row)
-            | "WriteErrors"
-            >> WriteTablePartition(
-                self._partition(schemas.ERRORS),
-                schemas.ERRORS_SCHEMA,
-                _error_key,
-                shards,
+            | "ErrorRows" >> beam.FlatMap(_error_rows, aliases)
+            | "MergeErrors"
+            >> self._merge(
+                schemas.ERRORS, schemas.ERRORS_SCHEMA, delete_unmatched=self._error_steps()
             )
         )
-        # Always replaced, empty if no face step ran: faces never outlive their images rows.
-        face_rows = self._face_rows(outputs)
-        faces = face_rows | "WriteFaces" >> WriteTablePartition(
-            self._partition(FACES), FACES_SCHEMA, _face_key, shards
-        )
-        written = {schemas.IMAGES: images, FACES: faces, schemas.ERRORS: errors}
+        written = {schemas.IMAGES: images, schemas.ERRORS: errors}
+        rows = {"images": image_rows}
+        if any(step in self.run_steps for step in FACE_STEPS):
+            # The run has every face of the version: they replace the version's faces.
+            face_rows_ = self._face_rows(outputs, records)
+            written[schemas.FACES] = face_rows_ | "MergeFaces" >> self._merge(
+                schemas.FACES, FACES_SCHEMA, delete_unmatched=self._version_is()
+            )
+            rows["faces"] = face_rows_
         if self.azure_tables is not None:
-            written["azure"] = {"images": image_rows, "faces": face_rows} | (
-                "WriteAzureTables"
-                >> WriteAzureTables(
-                    self.azure_tables,
-                    self.corpus_root,
-                    self.corpus_version,
-                    tuple(step_columns),
-                    self.set_paths,
-                )
+            written["azure"] = rows | "WriteAzureTables" >> WriteAzureTables(
+                self.azure_tables,
+                self.corpus_root,
+                self.corpus_version,
+                tuple(run_columns),
+                self.set_paths,
             )
         return written
 
-    def _face_rows(self, outputs):
+    def _face_rows(self, outputs, records):
         if FACE_CLUSTERS in outputs:
             clusters = beam.pvalue.AsDict(outputs[FACE_CLUSTERS])
         else:
-            clusters = beam.pvalue.AsDict(
-                outputs[RECORDS].pipeline | "NoClusters" >> beam.Create([])
-            )
-        return outputs[RECORDS] | "FaceRows" >> beam.FlatMap(_face_rows, clusters)
+            clusters = beam.pvalue.AsDict(records.pipeline | "NoClusters" >> beam.Create([]))
+        return records | "FaceRows" >> beam.FlatMap(_face_rows, clusters)
 
 
 def _build(context: StepContext) -> WriteTables:
@@ -146,7 +242,9 @@ def _build(context: StepContext) -> WriteTables:
         corpus_root=context.corpus_root,
         corpus_version=context.corpus_version,
         step_columns=context.step_columns,
-        expected_images=context.expected_images,
+        run_steps=context.run_steps,
+        fingerprints=context.results.fingerprints if context.results else {},
+        store=context.result_store,
         azure_tables=azure,
         set_paths=set_paths(context.corpus_root, context.corpus_version) if azure else (),
     )
@@ -159,5 +257,5 @@ STEP = Step(
     depends_on=(StepName.DECODE,),
     terminal=True,
     needs_pixels=False,
-    description="write the images, faces and errors tables (always last)",
+    description="store new results; merge the images, faces and errors tables (always last)",
 )

@@ -61,7 +61,7 @@ def load_registry(step_modules: Iterable[str] = ()) -> dict[str, Step]:
     return registry
 
 
-def _dependencies(step: Step) -> tuple[str, ...]:
+def dependencies(step: Step) -> tuple[str, ...]:
     """Declared dependencies, with `decode` implied for every other step."""
     if step.name == StepName.DECODE:
         return step.depends_on
@@ -95,7 +95,7 @@ def resolve_steps(requested: list[str], registry: Mapping[str, Step]) -> list[St
         raise StepDefinitionError(f"step(s) listed more than once: {', '.join(repeated)}")
     position = {name: index for index, name in enumerate(requested)}
     for name in requested:
-        for dependency in _dependencies(registry[name]):
+        for dependency in dependencies(registry[name]):
             if dependency in position and position[dependency] > position[name]:
                 raise StepDefinitionError(
                     f"step {name!r} is listed before {dependency!r}, which it depends on; "
@@ -111,7 +111,7 @@ def resolve_steps(requested: list[str], registry: Mapping[str, Step]) -> list[St
             return
         if name not in registry:
             raise StepDefinitionError(f"step {chain[-1]!r} depends on unknown step {name!r}")
-        for dependency in _dependencies(registry[name]):
+        for dependency in dependencies(registry[name]):
             add(dependency, (*chain, name))
         plan.append(name)
 

@@ -162,4 +162,8 @@ STEP = Step(
     add_options=_add_options,
     transform_spec=_transform_spec,
     description="JPEG thumbnail under transform/thumbnail/<version>/",
+    parameters=lambda context: {
+        "transform_version": _build(context).transform_version,
+        **_build(context).parameters(),
+    },
 )

@@ -41,6 +41,13 @@ def _on_api(context: StepContext, step: str, api: Api, make_result: ResultMaker)
     )
 
 
+def _model_parameters(context: StepContext, step: str, local_model: str, **options) -> dict:
+    """What makes a model step's result: the backend, its model, and the step's options."""
+    api = backends.chosen_api(step, context.options)
+    backend, model = (api.name, api.model_version) if api else (LOCAL_BACKEND, local_model)
+    return {"backend": backend, "model": model, **options}
+
+
 def _labels(record: ImageRecord, stored: StoredAnswer, backend: str, top_k: int) -> dict:
     return backends.labels_result(stored, backend, top_k)
 
@@ -214,6 +221,12 @@ STEPS = [
         build=_build_classification,
         result_type=classify.RESULT_TYPE,
         add_options=_classification_options,
+        parameters=lambda context: _model_parameters(
+            context,
+            StepName.GENERAL_CLASSIFICATION,
+            classify.MODEL_ID,
+            top_k=context.option("classification_top_k", classify.DEFAULT_TOP_K),
+        ),
         description="top ImageNet-1k labels (EfficientNet-Lite0, onnxruntime), or API labels",
     ),
     Step(
@@ -222,6 +235,12 @@ STEPS = [
         build=_build_ocr,
         result_type=ocr.RESULT_TYPE,
         add_options=_ocr_options,
+        parameters=lambda context: _model_parameters(
+            context,
+            StepName.OCR,
+            ocr.MODEL_ID,
+            min_score=context.option("ocr_min_score", ocr.DEFAULT_MIN_SCORE),
+        ),
         description="text lines with boxes and scores (RapidOCR, PP-OCR models), or API text",
     ),
     Step(
@@ -230,6 +249,7 @@ STEPS = [
         build=_build_detection,
         result_type=detection.RESULT_TYPE,
         add_options=_detection_options,
+        parameters=lambda context: {"detector": _detector_settings(context)},
         description="face boxes, keypoints and scores (BlazeFace full-range), or API faces",
     ),
     Step(
@@ -240,6 +260,11 @@ STEPS = [
         result_type=crop.RESULT_TYPE,
         add_options=_crop_options,
         transform_spec=_crop_spec,
+        parameters=lambda context: {
+            "transform_version": _build_crop(context).transform_version,
+            **_build_crop(context).parameters(),
+        },
+        hands_on=True,  # the chips faceprint embeds
         description="aligned 150 px face chips under transform/facecrop/<version>/",
     ),
     Step(
@@ -249,6 +274,7 @@ STEPS = [
         depends_on=(StepName.FACE_CROP,),
         result_type=embed.RESULT_TYPE,
         description="128-d face embeddings (dlib ResNet)",
+        parameters=lambda context: {"model": embed.dlib_models.EMBEDDER_ID},
     ),
     Step(
         name=StepName.FACE_MATCH,

@@ -1,4 +1,5 @@
-"""Arrow schemas of the metadata tables, and the rows that fill them."""
+"""The metadata tables: their names, keys, partitions and Arrow schemas, and the rows
+that fill them."""
 
 from __future__ import annotations
 
@@ -14,8 +15,33 @@ from transforms.records import ErrorRecord, ImageRecord, ManifestEntry
 MANIFEST = "manifest"
 IMAGE_SETS = "image_sets"
 IMAGES = "images"
+FACES = "faces"
 ERRORS = "errors"
 TRANSFORMS = "transforms"
+RESULTS = "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """A table's name, the columns that identify a row, and its partition columns."""
+
+    name: str
+    keys: tuple[str, ...]
+    partition_by: tuple[str, ...] = ("corpus_version",)
+
+
+TABLES = {
+    spec.name: spec
+    for spec in (
+        TableSpec(MANIFEST, ("corpus_version", "source_path")),
+        TableSpec(IMAGE_SETS, ("corpus_version", "set_path")),
+        TableSpec(IMAGES, ("corpus_version", "source_path")),
+        TableSpec(FACES, ("corpus_version", "source_path", "face_index")),
+        TableSpec(ERRORS, ("corpus_version", "path", "step")),
+        TableSpec(TRANSFORMS, ("transform_name", "transform_version"), ()),
+        TableSpec(RESULTS, ("image_sha256", "step", "fingerprint"), ("step",)),
+    )
+}
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -49,6 +75,19 @@ TRANSFORMS_SCHEMA = pa.schema(
         ("transform_version", pa.string()),
         ("step_version", pa.string()),
         ("parameters", pa.string()),
+    ]
+)
+
+# One row per result computed: the store that makes a result computed only once.
+RESULTS_SCHEMA = pa.schema(
+    [
+        ("image_sha256", pa.string()),
+        ("step", pa.string()),
+        ("step_version", pa.string()),
+        ("fingerprint", pa.string()),  # step version, parameters and upstream fingerprints
+        ("result", pa.string()),  # JSON of the step's result
+        ("computed_at", pa.timestamp("us", tz="UTC")),
+        ("corpus_version", pa.string()),  # where it was first computed
     ]
 )
 

@@ -1,0 +1,1 @@
+"""The metadata tables: Delta Lake tables, their schemas, and the stores built on them."""

@@ -1,0 +1,318 @@
+"""Delta Lake tables under `<root>/metadata/<table>`, through delta-rs (no JVM).
+
+Every write is one Delta transaction: readers see a table before or after it, never
+half of it. Writers that race are serialised by Delta's optimistic concurrency; a
+writer whose commit lost the race re-reads the table and tries again, so concurrent
+ingests and runs lose no rows.
+
+delta-rs runs a tokio runtime that panics in a forked child: worker processes must
+be spawned, never forked after a table was opened (Beam's local workers are spawned).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from transforms import paths, storage
+from transforms.azure_access import AzureAccess, is_azfs, split_azfs
+
+LOGGER = logging.getLogger(__name__)
+
+# Commits that lose a race are retried this many times, with jittered backoff.
+COMMIT_TRIES = 12
+# Prefix of the commit metadata keys (`DeltaTable.history()` is the audit trail).
+COMMIT_KEY = "imaginem"
+
+
+class LegacyTableError(RuntimeError):
+    """A metadata folder still holds the Parquet tables of an older release."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeltaLocation:
+    """Where one table lives and how delta-rs reaches it.
+
+    Holds no secret: Azure credentials are read from the environment (or Azure AD)
+    each time the table is opened, on whichever machine opens it.
+
+    Attributes:
+        uri: the table's URI for delta-rs (a local path or `abfs://container/path`).
+        folder: the same folder as a Beam filesystem path, for messages.
+        access: the Azure account, or None for a local table.
+    """
+
+    uri: str
+    folder: str
+    access: AzureAccess | None = None
+
+    def storage_options(self) -> dict[str, str] | None:
+        return self.access.delta_storage_options() if self.access else None
+
+
+def location(corpus_root: str, table: str, access: AzureAccess | None = None) -> DeltaLocation:
+    """The Delta table `table` of a corpus (local folder or `azfs://` root).
+
+    Raises:
+        ValueError: a root on a store delta-rs is not set up for here.
+    """
+    folder = paths.metadata_dir(corpus_root, table)
+    if storage.is_local(corpus_root):
+        return DeltaLocation(folder, folder)
+    if is_azfs(corpus_root):
+        account, container, prefix = split_azfs(folder)
+        return DeltaLocation(f"abfs://{container}/{prefix}", folder, access or AzureAccess(account))
+    raise ValueError(
+        f"metadata tables on {corpus_root.split('://')[0]}:// are not supported yet: use a "
+        "local folder or an azfs:// root"
+    )
+
+
+def _open(where: DeltaLocation, version: int | None = None):
+    from deltalake import DeltaTable
+
+    return DeltaTable(where.uri, version=version, storage_options=where.storage_options())
+
+
+def exists(where: DeltaLocation) -> bool:
+    from deltalake import DeltaTable
+
+    return DeltaTable.is_deltatable(where.uri, storage_options=where.storage_options())
+
+
+def check_not_legacy(where: DeltaLocation) -> None:
+    """Refuses a folder of Parquet shards written before the tables were Delta tables.
+
+    Raises:
+        LegacyTableError: with the command that migrates the corpus.
+    """
+    if exists(where):
+        return
+    if storage.list_files(where.folder, "*=*") or storage.list_files(where.folder, "*.parquet"):
+        raise LegacyTableError(
+            f"{where.folder} holds Parquet files of an older release, not a Delta table: "
+            "run `imaginem migrate --corpus ROOT` once to convert the corpus's tables"
+        )
+
+
+def commit_metadata(command: str, **details: str) -> dict[str, str]:
+    """What a commit records in the table history: the command and its context."""
+    return {f"{COMMIT_KEY}.command": command} | {
+        f"{COMMIT_KEY}.{name}": value for name, value in details.items() if value is not None
+    }
+
+
+def _with_retries(what: str, where: DeltaLocation, attempt):
+    """Runs one transaction, again from a fresh snapshot if another writer got there first."""
+    from deltalake.exceptions import CommitFailedError
+
+    for tried in range(1, COMMIT_TRIES + 1):
+        try:
+            return attempt()
+        except CommitFailedError:
+            if tried == COMMIT_TRIES:
+                raise
+            LOGGER.debug("%s of %s lost a race with another writer; retrying", what, where.folder)
+            time.sleep(min(2.0, 0.05 * 2**tried) * random.uniform(0.5, 1.0))
+    raise AssertionError("unreachable")
+
+
+def _properties(metadata: Mapping[str, str] | None):
+    from deltalake import CommitProperties
+
+    return CommitProperties(custom_metadata=dict(metadata or {}))
+
+
+def _delta_type(data_type: pa.DataType) -> pa.DataType:
+    """The type as Delta stores it: list items are named `element`, not pyarrow's `item`."""
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
+        item = data_type.value_field
+        return pa.list_(pa.field("element", _delta_type(item.type), item.nullable))
+    if pa.types.is_struct(data_type):
+        return pa.struct([field.with_type(_delta_type(field.type)) for field in data_type])
+    return data_type
+
+
+def delta_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([field.with_type(_delta_type(field.type)) for field in schema])
+
+
+def as_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), schema=schema)
+
+
+def append(
+    where: DeltaLocation,
+    data: pa.Table,
+    partition_by: Sequence[str] = (),
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Appends rows in one commit (creating the table if needed); never conflicts."""
+    from deltalake import write_deltalake
+
+    data = data.cast(delta_schema(data.schema))
+
+    def attempt():
+        write_deltalake(
+            where.uri,
+            data,
+            mode="append",
+            partition_by=list(partition_by) or None,
+            schema_mode="merge",
+            storage_options=where.storage_options(),
+            commit_properties=_properties(metadata),
+        )
+
+    _with_retries("append", where, attempt)
+
+
+def ensure(where: DeltaLocation, schema: pa.Schema, partition_by: Sequence[str] = ()) -> None:
+    """Creates an empty table unless one exists (racing creators are both fine)."""
+    if not exists(where):
+        append(where, schema.empty_table(), partition_by, commit_metadata("create"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Merge:
+    """One MERGE: rows keyed by `keys` are inserted or updated, others kept.
+
+    Attributes:
+        keys: columns that identify a row.
+        update_columns: columns a matched row takes from the source; None for all.
+        delete_unmatched: a SQL predicate on the target (alias `t`): its rows that
+            no source row matched are deleted (e.g. "t.corpus_version = 'v1'").
+        insert: insert source rows that match nothing (False: update only).
+    """
+
+    keys: tuple[str, ...]
+    update_columns: tuple[str, ...] | None = None
+    delete_unmatched: str | None = None
+    insert: bool = True
+
+
+def merge(
+    where: DeltaLocation,
+    data: pa.Table,
+    plan: Merge,
+    partition_by: Sequence[str] = (),
+    metadata: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Applies `plan` with `data` as the source, in one commit; returns delta-rs's metrics."""
+    data = data.cast(delta_schema(data.schema))
+    ensure(where, data.schema, partition_by)
+    predicate = " AND ".join(f"t.{key} = s.{key}" for key in plan.keys)
+
+    def attempt():
+        merger = _open(where).merge(
+            data,
+            predicate,
+            source_alias="s",
+            target_alias="t",
+            merge_schema=True,
+            commit_properties=_properties(metadata),
+        )
+        if plan.update_columns is None:
+            merger = merger.when_matched_update_all()
+        elif plan.update_columns:
+            merger = merger.when_matched_update({c: f"s.{c}" for c in plan.update_columns})
+        if plan.insert:
+            merger = merger.when_not_matched_insert_all()
+        if plan.delete_unmatched:
+            merger = merger.when_not_matched_by_source_delete(plan.delete_unmatched)
+        return merger.execute()
+
+    return _with_retries("merge", where, attempt)
+
+
+def delete(where: DeltaLocation, predicate: str, metadata: Mapping[str, str] | None = None):
+    if exists(where):
+        _with_retries(
+            "delete",
+            where,
+            lambda: _open(where).delete(predicate, commit_properties=_properties(metadata)),
+        )
+
+
+def _scan(dataset: pads.Dataset, columns: Sequence[str] | None, filter) -> pa.Table:
+    """Scans without pre-buffering or scan threads.
+
+    delta-rs hands pyarrow a Python filesystem; pyarrow's pre-buffered reads over it
+    leave futures that free Python buffers on an I/O thread during interpreter exit,
+    which aborts the process (std::terminate) once Beam is imported.
+    """
+    return dataset.to_table(
+        columns=list(columns) if columns else None,
+        filter=filter,
+        use_threads=False,
+        fragment_scan_options=pads.ParquetFragmentScanOptions(pre_buffer=False),
+    )
+
+
+def read(
+    where: DeltaLocation,
+    columns: Sequence[str] | None = None,
+    filter: pads.Expression | None = None,
+    version: int | None = None,
+) -> pa.Table:
+    """Rows of the table's current (or given) snapshot; an empty table if it does not exist."""
+    if not exists(where):
+        return pa.table({})
+    return _scan(_open(where, version).to_pyarrow_dataset(), columns, filter)
+
+
+def read_rows(where: DeltaLocation, filter: pads.Expression | None = None) -> list[dict[str, Any]]:
+    return read(where, filter=filter).to_pylist()
+
+
+def snapshot(where: DeltaLocation) -> tuple[int, int] | None:
+    """(version, number of data files) of the current snapshot, or None if no table."""
+    if not exists(where):
+        return None
+    table = _open(where)
+    return table.version(), len(table.file_uris())
+
+
+def read_part(
+    where: DeltaLocation,
+    version: int,
+    part: int,
+    parts: int,
+    columns: Sequence[str] | None = None,
+    filter: pads.Expression | None = None,
+) -> pa.Table:
+    """Rows of every `parts`-th data file of a snapshot, from file `part` on.
+
+    Lets workers read one snapshot in parallel, each a share of its files.
+    """
+    dataset = _open(where, version).to_pyarrow_dataset()
+    fragments = list(dataset.get_fragments())[part::parts]
+    wanted = list(columns) if columns else None
+    if not fragments:
+        empty = dataset.schema.empty_table()
+        return empty.select(wanted) if wanted else empty
+    share = pads.FileSystemDataset(
+        fragments, dataset.schema, dataset.format, filesystem=dataset.filesystem
+    )
+    return _scan(share, wanted, filter)
+
+
+def history(where: DeltaLocation) -> list[dict[str, Any]]:
+    """The table's commits, newest first: the audit trail."""
+    return _open(where).history() if exists(where) else []
+
+
+def quote(value: str) -> str:
+    """A SQL string literal for a Delta predicate."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def version_filter(corpus_version: str) -> pads.Expression:
+    """Rows of one corpus version (its partition)."""
+    return pads.field("corpus_version") == corpus_version
