@@ -7,13 +7,23 @@ setup(
     version="0.1.0",
     description="A versioned image corpus and the Apache Beam pipeline over it",
     python_requires=">=3.11",
-    packages=["beam_pipeline", "transforms", "transforms.faces", "transforms.steps"],
+    packages=[
+        "beam_pipeline",
+        "transforms",
+        "transforms.faces",
+        "transforms.remote",
+        "transforms.steps",
+        "transforms.tables",
+    ],
     install_requires=[
         "apache-beam[azure]>=2.77,<2.78",
         # The Azure Table copy of the metadata (Beam's azure extra has only blobs).
         "azure-data-tables>=12.4",
         "azure-identity>=1.15",
         "pyarrow>=18,<26",
+        # The metadata tables. 1.1 to 1.6 fail on Azure's emulator after the first
+        # commit ("Invalid table version"); 1.0.2 is verified on local folders and Azurite.
+        "deltalake==1.0.2",
         "pillow>=11,<13",
         "numpy>=1.26",
         "tqdm>=4.66",
@@ -38,7 +48,7 @@ setup(
     extras_require={
         # Only `imaginem sample-corpus` needs them: their wheels carry the sample photos.
         "sample": ["scikit-image>=0.24", "scikit-learn>=1.5"],
-        "test": ["pytest>=8", "duckdb>=1.1", "ruff>=0.6"],
+        "test": ["pytest>=8", "duckdb>=1.1", "polars>=1.0", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["imaginem=beam_pipeline.cli:main"]},
 )

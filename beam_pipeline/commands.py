@@ -16,7 +16,7 @@ from beam_pipeline import azure_options
 from beam_pipeline import run as run_command
 from beam_pipeline.arg_types import positive
 from beam_pipeline.dry_run import estimate
-from beam_pipeline.summary import summarize
+from beam_pipeline.summary import summarize, summary_record, write_summary_json
 from transforms import paths
 from transforms.blob_upload import BlobContainer
 from transforms.ingest import (
@@ -146,6 +146,8 @@ def run(argv: list[str]) -> int:
         )
         return EXIT_FAILED
     print(summarize(result, context.corpus_root, context.corpus_version, plan.step_names))
+    if path := context.option("summary_json"):
+        write_summary_json(path, summary_record(result, plan.step_names))
     # Bad input images are reported in the errors table; they do not fail the run.
     return EXIT_OK if result.state == "DONE" else EXIT_FAILED
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 from apache_beam.runners.runner import PipelineResult
 
-from transforms import azure_sink, azure_tables, paths
+from transforms import azure_sink, azure_tables, paths, storage
 from transforms.faces.match import GALLERY_STEP
-from transforms.faces.table import FACES
 from transforms.inference import ANSWERS_REUSED
 from transforms.records import INGEST_STEP, READ_STEP, StepName
 from transforms.remote import api_step
+from transforms.steps.base import Outcome
 from transforms.steps.output import ERROR_ROWS, FACE_ROWS, IMAGE_ROWS
-from transforms.tables import schemas
+from transforms.tables import result_store, schemas
+from transforms.tables.schemas import FACES
 
 _SKIPPED_EXISTING = "skipped_existing"
 
@@ -29,6 +31,8 @@ def step_counters(result: PipelineResult) -> dict[str, dict[str, int]]:
 
 def _describe(counters: dict[str, int]) -> str:
     parts = [f"{counters.get('processed', 0)} processed"]
+    if counters.get(Outcome.REUSED):
+        parts.append(f"{counters[Outcome.REUSED]} reused (stored result)")
     if counters.get(_SKIPPED_EXISTING):
         parts.append(f"{counters[_SKIPPED_EXISTING]} skipped (output already there)")
     if counters.get("skipped_upstream_failed"):
@@ -67,6 +71,41 @@ def _describe_azure(counters: dict[str, int]) -> str:
     return "; ".join(parts)
 
 
+def step_outcomes(counters: dict[str, int]) -> dict[str, int]:
+    """One step's results: computed by this run, reused from the store, failed."""
+    return {
+        "computed": counters.get(Outcome.PROCESSED, 0) + counters.get(_SKIPPED_EXISTING, 0),
+        "reused": counters.get(Outcome.REUSED, 0),
+        "failed": counters.get("failed", 0),
+        "skipped_upstream_failed": counters.get("skipped_upstream_failed", 0),
+    }
+
+
+def summary_record(result: PipelineResult, steps: list[str]) -> dict:
+    """The run's summary as data, for `--summary-json` and schedulers."""
+    counters = step_counters(result)
+    output = counters.get(StepName.PIPELINE_OUTPUT, {})
+    return {
+        "status": str(result.state),
+        "steps": {
+            step: step_outcomes(counters.get(step, {}))
+            for step in steps
+            if step != StepName.PIPELINE_OUTPUT
+        },
+        "read": {
+            "read": counters.get(READ_STEP, {}).get("processed", 0),
+            "not_needed": counters.get(READ_STEP, {}).get("not_needed", 0),
+            "failed": counters.get(READ_STEP, {}).get("failed", 0),
+            "rejected_at_ingest": counters.get(INGEST_STEP, {}).get("failed", 0),
+        },
+        "results_stored": counters.get(result_store.NAMESPACE, {}).get("stored", 0),
+        "tables": {table: output.get(rows, 0) for table, rows in _TABLE_ROWS},
+    }
+
+
+_TABLE_ROWS = ((schemas.IMAGES, IMAGE_ROWS), (FACES, FACE_ROWS), (schemas.ERRORS, ERROR_ROWS))
+
+
 def summarize(
     result: PipelineResult, corpus_root: str, corpus_version: str, steps: list[str]
 ) -> str:
@@ -75,19 +114,26 @@ def summarize(
     rejected = counters.get(INGEST_STEP, {}).get("failed", 0)
     lines = [f"Run of {corpus_root} version {corpus_version}: {result.state}"]
     read = counters.get(READ_STEP, {})
-    lines.append(f"  {'read':<16} {_describe(read)}, {rejected} rejected at ingest")
+    not_needed = read.get("not_needed", 0)
+    lines.append(
+        f"  {'read':<16} {_describe(read)}, {rejected} rejected at ingest"
+        + (f", {not_needed} not read (every result stored)" if not_needed else "")
+    )
     for step in steps:
         if step != StepName.PIPELINE_OUTPUT:
             lines.append(f"  {step:<16} {_describe(counters.get(step, {}))}")
     for namespace in sorted(n for n in counters if n.startswith(f"{GALLERY_STEP}.")):
         lines.append(f"  {namespace:<16} {_describe(counters[namespace])}")
-    for table, rows in (
-        (schemas.IMAGES, IMAGE_ROWS),
-        (FACES, FACE_ROWS),
-        (schemas.ERRORS, ERROR_ROWS),
-    ):
+    stored = counters.get(result_store.NAMESPACE, {}).get("stored", 0)
+    lines.append(f"  {'results':<16} {stored} new results stored for later runs")
+    for table, rows in _TABLE_ROWS:
         location = paths.partition_dir(corpus_root, table, corpus_version=corpus_version)
         lines.append(f"  {table + ' table':<16} {output.get(rows, 0)} rows in {location}")
     if azure := counters.get(azure_sink.NAMESPACE):
         lines.append(f"  {'Azure tables':<16} {_describe_azure(azure)}")
     return "\n".join(lines)
+
+
+def write_summary_json(path: str, record: dict) -> None:
+    """Writes the summary for a scheduler, atomically (any Beam filesystem path)."""
+    storage.write_bytes_atomically(path, json.dumps(record, indent=2, sort_keys=True).encode())

@@ -18,12 +18,13 @@ from azure.storage.blob import BlobServiceClient
 
 from tests import image_factory
 from tests.azurite import ACCOUNT, ACCOUNT_KEY
-from transforms import azure_access, paths, tables
+from tests.corpus_files import table_rows
+from transforms import azure_access, paths
 from transforms.azure_tables import FACES, IMAGE_SETS, IMAGE_TRANSFORMS, IMAGES
-from transforms.faces.table import FACES as FACES_PARQUET
 from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
 from transforms.table_keys import MAX_KEY_CHARS, table_key
 from transforms.tables import schemas
+from transforms.tables.schemas import FACES as FACES_PARQUET
 
 CONTAINER = "e2e-corpus"
 ROOT = f"azfs://{ACCOUNT}/{CONTAINER}"
@@ -88,7 +89,7 @@ def azure_runs(azurite, tmp_path_factory):
     os.environ[azure_access.CONNECTION_STRING_ENV] = azurite.connection_string
     FileSystems.set_options(PipelineOptions([]))
     parquet = {
-        table: tables.read_partition(paths.partition_dir(ROOT, table, corpus_version="v1"))
+        table: table_rows(ROOT, table, "v1")
         for table in (schemas.MANIFEST, schemas.IMAGE_SETS, schemas.IMAGES, FACES_PARQUET)
     }
     yield {"outputs": outputs, "first": first, "second": second, "parquet": parquet}

@@ -5,24 +5,22 @@ import os
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.dataset as ds
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
-from transforms.parquet_sink import WriteTablePartition
 
 from tests import image_factory
 from tests.conftest import make_test_pipeline
 from transforms import paths
-from transforms.corpus import ReadCorpus, _HashOrder
+from transforms.corpus import ReadCorpus, in_hash_order
 from transforms.decode import DEFAULT_MAX_PIXELS
 from transforms.ingest import read_manifest
 from transforms.records import ErrorRecord, ImageRecord
 from transforms.steps import ERRORS, RECORDS
 from transforms.steps.decode import DecodeImages, decode_record
-from transforms.steps.output import WriteTables
+from transforms.steps.output import MergeIntoTable, WriteTables
 from transforms.steps.thumbnail import RESULT_TYPE, MakeThumbnails, thumbnail_size
-from transforms.tables import schemas
+from transforms.tables import delta, schemas
 
 BAD = image_factory.BAD_FILES
 GOOD = image_factory.GOOD_FILES
@@ -78,19 +76,12 @@ def test_read_corpus_reads_every_file_and_reports_damaged_ones(small_corpus):
     assert _counter(result, "read", "processed") == len(expected)
 
 
-def test_manifest_rows_are_mixed_so_alternating_files_do_not_go_to_one_worker(monkeypatch):
-    monkeypatch.setattr(_HashOrder, "WINDOW", 10)
+def test_manifest_rows_are_mixed_so_alternating_files_do_not_go_to_one_worker():
     sides = ("front", "back")
     rows = [{"source_path": f"prints/{i // 2:03d}-{sides[i % 2]}.jpg"} for i in range(25)]
-    order = _HashOrder()
-    order.start_bundle()
-    out = [row for each in rows for row in order.process(each)]
-    out += [windowed.value for windowed in order.finish_bundle()]
-    paths_out = [row["source_path"] for row in out]
+    paths_out = [row["source_path"] for row in in_hash_order(rows)]
     assert sorted(paths_out) == sorted(row["source_path"] for row in rows)  # each row once
-    # A window is released whole: rows are held back by at most one window.
-    assert set(paths_out[:10]) == {row["source_path"] for row in rows[:10]}
-    # Every second row (one worker's share in path order) is no longer all fronts.
+    # Every second row (one worker's share in arrival order) is no longer all fronts.
     assert {path.split("-")[1] for path in paths_out[::2]} == {"front.jpg", "back.jpg"}
 
 
@@ -169,21 +160,23 @@ def test_make_thumbnails_passes_undecoded_images_on(small_corpus):
     assert _counter(result, "thumbnail", "skipped_upstream_failed") == 1
 
 
-def test_write_table_partition_replaces_rows_and_prunes(tmp_path):
-    partition = str(tmp_path / "t" / "corpus_version=v1")
-    schema = pa.schema([("key", pa.string())])
-    stale = os.path.join(partition, "part-00007-of-00009.parquet")
-    os.makedirs(partition)
-    open(stale, "wb").write(b"old shard")
-    for _ in range(2):
+def test_merge_into_table_upserts_and_deletes_only_what_it_owns(tmp_path):
+    where = delta.location(str(tmp_path), "t")
+    schema = pa.schema([("corpus_version", pa.string()), ("key", pa.string()), ("n", pa.int64())])
+    delta.append(
+        where,
+        pa.Table.from_pylist([{"corpus_version": "v2", "key": "x", "n": 0}], schema=schema),
+        ["corpus_version"],
+    )
+    for rows in ([{"key": str(i), "n": i} for i in range(50)], [{"key": "0", "n": 7}], []):
         pipeline = make_test_pipeline()
-        rows = pipeline | beam.Create([{"key": str(i)} for i in range(50)])
-        written = rows | WriteTablePartition(partition, schema, lambda row: row["key"], shards=3)
-        assert_that(written | beam.combiners.Count.Globally(), equal_to([3]))
+        created = pipeline | beam.Create([{"corpus_version": "v1", **row} for row in rows])
+        plan = delta.Merge(("corpus_version", "key"), delete_unmatched="t.corpus_version = 'v1'")
+        merged = created | MergeIntoTable(where, schema, plan, ("corpus_version",), {})
+        assert_that(merged, equal_to([len(rows)]))
         pipeline.run()
-        table = ds.dataset(partition).to_table()
-        assert sorted(table.column("key").to_pylist()) == sorted(str(i) for i in range(50))
-    assert not os.path.exists(stale)
+        table = {(r["corpus_version"], r["key"]): r["n"] for r in delta.read(where).to_pylist()}
+        assert table == {("v2", "x"): 0, **{("v1", row["key"]): row["n"] for row in rows}}
 
 
 def test_write_parquet_tables_writes_images_and_errors(small_corpus):
@@ -194,10 +187,10 @@ def test_write_parquet_tables_writes_images_and_errors(small_corpus):
         RECORDS: pipeline | "Records" >> beam.Create(records),
         ERRORS: pipeline | "Errors" >> beam.Create([error]),
     }
-    outputs | WriteTables(small_corpus, "v1", {"thumbnail": RESULT_TYPE}, len(records))
+    outputs | WriteTables(small_corpus, "v1", {"thumbnail": RESULT_TYPE}, ("decode", "thumbnail"))
     pipeline.run()
-    images = ds.dataset(paths.metadata_dir(small_corpus, schemas.IMAGES)).to_table()
+    images = delta.read(delta.location(small_corpus, schemas.IMAGES))
     assert sorted(images.column("source_path").to_pylist()) == sorted(GOOD)
     assert images.schema.field("thumbnail").type == RESULT_TYPE
-    errors = ds.dataset(paths.metadata_dir(small_corpus, schemas.ERRORS)).to_table().to_pylist()
+    errors = delta.read(delta.location(small_corpus, schemas.ERRORS)).to_pylist()
     assert errors == [dataclasses.asdict(error)]

@@ -1,7 +1,10 @@
 """`ingest` then `run` on a temp folder, through the CLI and the default local runner."""
 
+import ast
 import hashlib
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -10,7 +13,7 @@ from beam_pipeline.run import run
 from beam_pipeline.summary import step_counters
 from tests import image_factory
 from tests.corpus_files import files_under, table_rows
-from transforms import paths, tables
+from transforms import paths
 from transforms.sample_corpus import build_sample_corpus
 from transforms.tables import schemas
 
@@ -39,9 +42,7 @@ def test_sample_corpus_is_deterministic(sample_drop, tmp_path):
 def test_ingest_and_run_twice_leaves_each_image_once(sample_drop, tmp_path, capsys):
     root = str(tmp_path / "corpus")
     assert main(["ingest", sample_drop, "--corpus", root, "--version", "v1"]) == 0
-    image_count = len(
-        tables.read_partition(paths.partition_dir(root, schemas.MANIFEST, corpus_version="v1"))
-    )
+    image_count = len(table_rows(root, schemas.MANIFEST, "v1"))
     assert image_count == 16
 
     assert main(["run", "--corpus", root, "--version", "v1", "--steps", "thumbnail"]) == 0
@@ -54,8 +55,10 @@ def test_ingest_and_run_twice_leaves_each_image_once(sample_drop, tmp_path, caps
 
     result = _run(root, "v1", "--steps", "thumbnail")
     counters = step_counters(result)
-    assert counters["thumbnail"]["skipped_existing"] == image_count
+    # Every result is stored: nothing is read, decoded or computed again.
+    assert counters["thumbnail"]["reused"] == counters["decode"]["reused"] == image_count
     assert counters["thumbnail"].get("processed", 0) == 0
+    assert counters["read"].get("processed", 0) == 0
     assert files_under(os.path.join(root, "transform")) == thumbnails
 
     images = table_rows(root, schemas.IMAGES)
@@ -97,14 +100,18 @@ def test_new_versions_go_next_to_the_old(sample_drop, tmp_path):
     assert len(table_rows(root, schemas.TRANSFORMS)) == 2
 
     assert main(["ingest", sample_drop, "--corpus", root, "--version", "v2"]) == 0
-    _run(root, "v2", "--steps", "thumbnail")
+    before = files_under(os.path.join(root, "transform"))
+    counters = step_counters(_run(root, "v2", "--steps", "thumbnail"))
     assert (
         len(table_rows(root, schemas.IMAGES, "v1"))
         == len(table_rows(root, schemas.IMAGES, "v2"))
         == 16
     )
-    assert os.path.isdir(
-        os.path.join(root, "transform", "thumbnail", "1", "people", "astronaut", "v2")
+    # The same bytes in v2: the stored thumbnails of v1 are reused, none made again.
+    assert counters["thumbnail"]["reused"] == 16
+    assert files_under(os.path.join(root, "transform")) == before
+    assert all(
+        os.path.exists(r["thumbnail"]["uri"]) for r in table_rows(root, schemas.IMAGES, "v2")
     )
 
 
@@ -164,7 +171,8 @@ def test_a_step_module_adds_a_column(small_corpus, capsys):
     )
     assert code == 0
     assert (
-        f"grayscale        {len(image_factory.GOOD_FILES)} processed, 0 failed"
+        # Files with the same bytes are computed once.
+        f"grayscale        {len(set(image_factory.GOOD_FILES.values()))} processed, 0 failed"
         in capsys.readouterr().out
     )
     images = table_rows(small_corpus, schemas.IMAGES)
@@ -173,30 +181,41 @@ def test_a_step_module_adds_a_column(small_corpus, capsys):
     assert all(row["thumbnail"] is None for row in images)
 
 
-def test_readme_duckdb_queries_work(small_corpus):
-    import duckdb
+READER_SCRIPT = """
+import sys
+import duckdb
+import polars as pl
+from deltalake import DeltaTable
 
+metadata = sys.argv[1]
+images = DeltaTable(f"{metadata}/images").to_pyarrow_dataset()
+errors = DeltaTable(f"{metadata}/errors").to_pyarrow_dataset()
+faces = pl.read_delta(f"{metadata}/faces")
+print(duckdb.sql(\"""
+  SELECT set_path, count(*) AS images, avg(width) AS mean_width
+  FROM images GROUP BY set_path ORDER BY set_path\""").fetchall())
+print(duckdb.sql("SELECT step, error_type, path, message FROM errors").fetchall())
+print(duckdb.sql(\"""
+  SELECT source_path, face_index, person, round(distance, 3), cluster_id, crop_uri
+  FROM faces ORDER BY person NULLS LAST, cluster_id\""").fetchall())
+print(duckdb.sql(\"""
+  SELECT source_path, generalclassification.labels[1].label AS best_label, ocr.text
+  FROM images\""").fetchall())
+"""
+
+
+def test_tables_read_with_deltalake_polars_and_duckdb(small_corpus):
+    """The README's readers, in a process of their own as a user would run them."""
     _run(small_corpus)
     metadata = paths.join(small_corpus, paths.METADATA_DIR)
-    counts = duckdb.sql(f"""
-      SELECT set_path, count(*) AS images, avg(width) AS mean_width
-      FROM read_parquet('{metadata}/images/*/*.parquet', hive_partitioning = false)
-      GROUP BY set_path ORDER BY set_path""").fetchall()
+    done = subprocess.run(
+        [sys.executable, "-c", READER_SCRIPT, metadata], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    counts, errors, faces, labels = (ast.literal_eval(line) for line in done.stdout.splitlines())
     assert sum(row[1] for row in counts) == len(image_factory.GOOD_FILES)
-    errors = duckdb.sql(f"""
-      SELECT step, error_type, path, message
-      FROM read_parquet('{metadata}/errors/*/*.parquet', hive_partitioning = false)""").fetchall()
     assert {row[2] for row in errors} == set(image_factory.BAD_FILES)
-    faces = duckdb.sql(f"""
-      SELECT source_path, face_index, person, round(distance, 3) AS distance, cluster_id, crop_uri
-      FROM read_parquet('{metadata}/faces/*/*.parquet', hive_partitioning = false)
-      ORDER BY person NULLS LAST, cluster_id""").fetchall()
     assert faces == []  # generated gradients have no faces
-    labels = duckdb.sql(f"""
-      SELECT source_path, labels[1].label AS best_label, ocr.text
-      FROM (SELECT source_path, generalclassification.labels AS labels, ocr
-            FROM read_parquet('{metadata}/images/*/*.parquet', hive_partitioning = false))
-      """).fetchall()
     assert len(labels) == len(image_factory.GOOD_FILES) and all(row[1] for row in labels)
 
 

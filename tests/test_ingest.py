@@ -4,9 +4,10 @@ import pytest
 
 from beam_pipeline.cli import main
 from tests import image_factory
-from transforms import paths, storage, tables
+from tests.corpus_files import table_rows
+from transforms import storage
 from transforms.ingest import ingest_drop, read_manifest, scan_drop
-from transforms.tables import schemas
+from transforms.tables import delta, schemas
 
 FILES = {
     "red/angry/robin/a.jpg": image_factory.jpeg_bytes(),
@@ -89,7 +90,7 @@ def test_ingest_copies_into_the_layout_and_records_hashes(tmp_path, drop):
     assert open(robin.uri, "rb").read() == FILES["red/angry/robin/a.jpg"]
     assert robin.bytes == len(FILES["red/angry/robin/a.jpg"])
     assert entries["top.jpeg"].uri == f"{root}/original/v1/top.jpeg"
-    sets = tables.read_partition(paths.partition_dir(root, schemas.IMAGE_SETS, corpus_version="v1"))
+    sets = table_rows(root, schemas.IMAGE_SETS, "v1")
     assert {(row["set_path"], row["image_count"]) for row in sets} == {
         ("red/angry/robin", 2),
         ("", 1),
@@ -110,7 +111,7 @@ def test_interrupted_ingest_resumes_by_hash(tmp_path, drop):
     root = str(tmp_path / "corpus")
     ingest_drop(drop, root, "v1")
     # As if the run died after copying files but before writing its manifest.
-    tables.prune_partition(paths.partition_dir(root, schemas.MANIFEST, corpus_version="v1"), [])
+    delta.delete(delta.location(root, schemas.MANIFEST), "corpus_version = 'v1'")
     os.remove(f"{root}/original/v1/top.jpeg")
     report = ingest_drop(drop, root, "v1")
     assert (report.copied, report.skipped) == (1, 2)

@@ -14,10 +14,10 @@ from beam_pipeline.summary import step_counters, summarize
 from tests.corpus_files import files_under, table_rows
 from transforms import classify, ocr
 from transforms.faces import blazeface, dlib_models
-from transforms.faces.table import FACES
 from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
 from transforms.steps.registry import load_registry
 from transforms.tables import schemas
+from transforms.tables.schemas import FACES
 
 RENDERED = "documents/rendered/"
 

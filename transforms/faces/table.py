@@ -10,8 +10,6 @@ import pyarrow as pa
 from transforms.faces.detection import BOX, KEYPOINT, POINT
 from transforms.records import ImageRecord, StepName
 
-FACES = "faces"
-
 FACES_SCHEMA = pa.schema(
     [
         ("face_id", pa.string()),
