@@ -30,6 +30,7 @@ from transforms.retry import describe
 from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
 from transforms.steps.registry import load_registry
 from transforms.storage import absolute_root
+from transforms.tables.migrate import BACKUP_SUFFIX, migrate_corpus
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOGGER = logging.getLogger("imaginem")
@@ -173,6 +174,23 @@ def sample_corpus(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def migrate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="imaginem migrate",
+        description="Convert the Parquet tables of an older release into Delta tables, once.",
+    )
+    parser.add_argument("--corpus", required=True, help="corpus root: a local folder")
+    args = parser.parse_args(argv)
+    try:
+        converted = migrate_corpus(absolute_root(args.corpus))
+    except ValueError as error:
+        parser.error(str(error))
+    for table in converted:
+        print(f"Converted {table} (the old files are kept in {table}{BACKUP_SUFFIX})")
+    print(f"{len(converted)} table(s) converted" if converted else "Nothing to convert")
+    return EXIT_OK
+
+
 def steps(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="imaginem steps", description="List known steps.")
     parser.add_argument("--step-module", action="append", default=[])
@@ -185,6 +203,7 @@ def steps(argv: list[str]) -> int:
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "ingest": ingest,
+    "migrate": migrate,
     "run": run,
     "sample-corpus": sample_corpus,
     "steps": steps,

@@ -95,7 +95,10 @@ def check_not_legacy(where: DeltaLocation) -> None:
     """
     if exists(where):
         return
-    if storage.list_files(where.folder, "*=*") or storage.list_files(where.folder, "*.parquet"):
+    if any(
+        storage.list_files(where.folder, pattern)
+        for pattern in ("*.parquet", "*/*.parquet", "*/*/*.parquet")  # hive partition folders
+    ):
         raise LegacyTableError(
             f"{where.folder} holds Parquet files of an older release, not a Delta table: "
             "run `imaginem migrate --corpus ROOT` once to convert the corpus's tables"
@@ -109,15 +112,22 @@ def commit_metadata(command: str, **details: str) -> dict[str, str]:
     }
 
 
+def _lost_a_race(error: Exception) -> bool:
+    """Another writer committed the version this one meant to write."""
+    from deltalake.exceptions import CommitFailedError, DeltaError
+
+    if isinstance(error, CommitFailedError):
+        return True
+    return isinstance(error, DeltaError) and "already exists" in str(error)
+
+
 def _with_retries(what: str, where: DeltaLocation, attempt):
     """Runs one transaction, again from a fresh snapshot if another writer got there first."""
-    from deltalake.exceptions import CommitFailedError
-
     for tried in range(1, COMMIT_TRIES + 1):
         try:
             return attempt()
-        except CommitFailedError:
-            if tried == COMMIT_TRIES:
+        except Exception as error:
+            if tried == COMMIT_TRIES or not _lost_a_race(error):
                 raise
             LOGGER.debug("%s of %s lost a race with another writer; retrying", what, where.folder)
             time.sleep(min(2.0, 0.05 * 2**tried) * random.uniform(0.5, 1.0))
@@ -132,7 +142,11 @@ def _properties(metadata: Mapping[str, str] | None):
 
 def _delta_type(data_type: pa.DataType) -> pa.DataType:
     """The type as Delta stores it: list items are named `element`, not pyarrow's `item`."""
-    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
+    if (
+        pa.types.is_list(data_type)
+        or pa.types.is_large_list(data_type)
+        or pa.types.is_fixed_size_list(data_type)  # older releases' embeddings
+    ):
         item = data_type.value_field
         return pa.list_(pa.field("element", _delta_type(item.type), item.nullable))
     if pa.types.is_struct(data_type):
