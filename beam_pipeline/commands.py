@@ -15,10 +15,13 @@ from tqdm import tqdm
 from beam_pipeline import azure_options
 from beam_pipeline import run as run_command
 from beam_pipeline.arg_types import positive
+from beam_pipeline.diff import describe as describe_diff
+from beam_pipeline.diff import diff_versions, needed_results
 from beam_pipeline.dry_run import estimate
 from beam_pipeline.summary import summarize, summary_record, write_summary_json
 from transforms import paths
 from transforms.blob_upload import BlobContainer
+from transforms.corpus import image_hashes
 from transforms.ingest import (
     DEFAULT_MAX_PARALLEL,
     DEFAULT_MAX_PARALLEL_METADATA,
@@ -44,8 +47,9 @@ def _progress_bar(total: int) -> Callable[[], None]:
 
 def _print_ingest_report(report: IngestReport, root: str) -> None:
     print(
-        f"Ingested version {report.corpus_version} into {root}: {report.copied} copied "
-        f"({report.bytes_copied:,} bytes), {report.skipped} already there, "
+        f"Ingested version {report.corpus_version} into {root}: {report.copied} new "
+        f"({report.bytes_copied:,} bytes copied), {report.linked} already in the corpus "
+        f"(linked, no bytes copied), {report.skipped} already in this version, "
         f"{len(report.failed)} failed, {report.ignored} ignored (not images or hidden); "
         f"{report.image_sets} image sets"
     )
@@ -139,6 +143,11 @@ def run(argv: list[str]) -> int:
             print(estimate(plan.api, context.corpus_root, context.corpus_version))
         return EXIT_OK
     try:
+        run_command.prepare_outputs(plan)
+    except run_command.UsageError as error:
+        print(f"imaginem run: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         result = run_command.start(plan)
     except Exception as error:  # noqa: BLE001 - end on a one-line reason after the traceback
         LOGGER.exception("pipeline failed")
@@ -174,6 +183,29 @@ def sample_corpus(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def diff(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="imaginem diff",
+        description="List the files added, removed, changed and unchanged between two "
+        "versions, and how many results per step the newer one still needs. Other flags "
+        "are those of `imaginem run` (--steps and step options), for the results count.",
+    )
+    parser.add_argument("--corpus", required=True, help="corpus root: a folder or a Beam URI")
+    parser.add_argument("--from", dest="old", required=True, help="the older version")
+    parser.add_argument("--to", dest="new", required=True, help="the newer version")
+    args, run_flags = parser.parse_known_args(argv)
+    try:
+        plan = run_command.plan_run(["--corpus", args.corpus, "--version", args.new, *run_flags])
+        paths.check_version(args.old)
+    except (run_command.UsageError, ValueError) as error:
+        parser.error(str(error))
+    root = plan.context.corpus_root
+    changes = diff_versions(root, args.old, args.new)
+    needed = needed_results(plan)
+    print(describe_diff(changes, args.old, args.new, needed, len(image_hashes(root, args.new))))
+    return EXIT_OK
+
+
 def migrate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="imaginem migrate",
@@ -202,6 +234,7 @@ def steps(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "diff": diff,
     "ingest": ingest,
     "migrate": migrate,
     "run": run,

@@ -25,6 +25,7 @@ from transforms.corpus import ReadCorpus, manifest_rows
 from transforms.records import ImageRecord
 from transforms.retry import describe
 from transforms.steps import ERRORS, RECORDS, Step, StepContext
+from transforms.steps.base import TransformSpec
 from transforms.steps.registry import (
     DEFAULT_DEFINITION,
     StepDefinitionError,
@@ -54,6 +55,7 @@ class RunPlan:
     pipeline_options: PipelineOptions
     beam_flags: list[str]
     api: api_options.ApiPlan | None = None  # the steps run on remote APIs
+    transform_specs: tuple[TransformSpec, ...] = ()  # transform versions the run writes
 
     @property
     def step_names(self) -> list[str]:
@@ -235,7 +237,6 @@ def plan_run(argv: list[str] | None) -> RunPlan:
             azure_tables.check_property_names([s.name for s in registry.values() if s.result_type])
         except ValueError as error:
             raise UsageError(str(error)) from error
-        _prepare_azure_tables(azure.tables)
     context = StepContext(
         corpus_root=corpus_root,
         corpus_version=args.version,
@@ -254,20 +255,37 @@ def plan_run(argv: list[str] | None) -> RunPlan:
         specs = [step.transform_spec(context) for step in steps if step.transform_spec]
     except ValueError as error:
         raise UsageError(str(error)) from error
-    for spec in specs:
+    options = PipelineOptions(beam_flags)
+    if local_runner.uses_default_runner(options):
+        options = local_runner.with_local_defaults(options, beam_flags)
+    return RunPlan(context, steps, transforms, options, beam_flags, api, tuple(specs))
+
+
+def prepare_outputs(plan: RunPlan) -> None:
+    """Registers the run's transform versions and creates its Azure tables.
+
+    Kept out of `plan_run`, which only reads: `--dry-run` and `imaginem diff` write
+    nothing.
+
+    Raises:
+        UsageError: a transform version taken by other settings, or Azure unreachable.
+    """
+    context = plan.context
+    if context.azure_tables is not None:
+        _prepare_azure_tables(context.azure_tables)
+    for spec in plan.transform_specs:
         try:
             register_transform(context.corpus_root, spec)
         except ValueError as error:
             raise UsageError(str(error)) from error
-    if azure.tables is not None:
+    if context.azure_tables is not None:
         azure_tables.upsert(
-            azure.tables.table_client(azure_tables.IMAGE_TRANSFORMS),
-            [azure_tables.transform_entity(transform_row(spec), corpus_root) for spec in specs],
+            context.azure_tables.table_client(azure_tables.IMAGE_TRANSFORMS),
+            [
+                azure_tables.transform_entity(transform_row(spec), context.corpus_root)
+                for spec in plan.transform_specs
+            ],
         )
-    options = PipelineOptions(beam_flags)
-    if local_runner.uses_default_runner(options):
-        options = local_runner.with_local_defaults(options, beam_flags)
-    return RunPlan(context, steps, transforms, options, beam_flags, api)
 
 
 def _labels(transforms: list[beam.PTransform], steps: list[Step]) -> list[str]:
@@ -358,4 +376,6 @@ def run(argv: list[str] | None = None) -> PipelineResult:
     Raises:
         UsageError: before the pipeline starts, for any invalid input.
     """
-    return start(plan_run(argv))
+    plan = plan_run(argv)
+    prepare_outputs(plan)
+    return start(plan)

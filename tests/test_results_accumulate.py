@@ -144,20 +144,51 @@ def test_a_gallery_change_recomputes_only_matching(sample, tmp_path):
     assert len(table_rows(root, "faces")) == 2
 
 
-def test_a_new_version_computes_only_its_new_images(sample, tmp_path):
+def test_a_new_version_transfers_and_computes_only_its_new_images(sample, tmp_path, capsys):
     root, summary = str(tmp_path / "corpus"), str(tmp_path / "summary.json")
     ingest_drop(sample[0], root, "v1")
     _run(root, summary, "--steps", "generalclassification")
     drop = str(tmp_path / "drop-2")
     subprocess.run(["cp", "-r", sample[0], drop], check=True)
     Image.new("RGB", (64, 48), (10, 200, 30)).save(os.path.join(drop, "new.png"))
-    ingest_drop(drop, root, "v2")
+    os.remove(os.path.join(drop, "food", "coffee", "coffee.png"))
+    report = ingest_drop(drop, root, "v2")
+    # Bytes already in the corpus are linked, not copied again.
+    assert (report.copied, report.linked) == (1, 15)
+    old, new = (
+        os.path.join(root, "original", "people", "astronaut", v, "astronaut.png")
+        for v in ("v1", "v2")
+    )
+    assert os.stat(old).st_ino == os.stat(new).st_ino
+    v2_rows = table_rows(root, schemas.MANIFEST, "v2")
+    assert sum(1 for row in v2_rows if row["same_bytes_as"]) == 15
+
+    assert (
+        main(
+            [
+                "diff",
+                "--corpus",
+                root,
+                "--from",
+                "v1",
+                "--to",
+                "v2",
+                "--steps",
+                "generalclassification",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "1 added, 1 removed, 0 changed, 15 unchanged" in printed
+    assert "  added    new.png" in printed and "  removed  food/coffee/coffee.png" in printed
+    assert "  generalclassification  1" in printed
     argv = ["--corpus", root, "--version", "v2", "--steps", "generalclassification"]
     assert main(["run", *argv, "--summary-json", summary]) == 0
     with open(summary, encoding="utf-8") as handle:
         counts = json.load(handle)["steps"]["generalclassification"]
-    assert (counts["computed"], counts["reused"]) == (1, 16)
-    assert len(table_rows(root, "images", "v2")) == 17
+    assert (counts["computed"], counts["reused"]) == (1, 15)
+    assert len(table_rows(root, "images", "v2")) == 16
 
 
 def _ingest(drop, root):

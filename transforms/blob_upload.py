@@ -55,6 +55,30 @@ class BlobContainer:
         # Put there by another tool: hash its bytes.
         return hashlib.sha256(blob.download_blob().readall()).hexdigest()
 
+    def copy_new(self, uri: str, source_uri: str, sha256: str) -> bool:
+        """Copies a blob of the same account server-side unless `uri` exists; False if it did.
+
+        No byte passes through this machine. The copy is checked once done: a copy
+        the service has not finished, or one whose hash differs, raises.
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError
+
+        blob = self._blob(uri)
+        try:
+            copy = blob.start_copy_from_url(
+                self._blob(source_uri).url,
+                metadata={SHA256_METADATA: sha256},
+                etag="*",
+                match_condition=MatchConditions.IfMissing,
+                requires_sync=True,
+            )
+        except ResourceExistsError:
+            return False
+        if copy.get("copy_status") != "success":
+            raise OSError(f"server-side copy of {source_uri} did not complete: {copy}")
+        return True
+
     def upload_new(self, uri: str, data: bytes, sha256: str) -> bool:
         """Uploads `data` unless a blob exists; returns False if one did."""
         from azure.core.exceptions import ResourceExistsError

@@ -4,11 +4,15 @@ A drop is scanned without ever following a symlink out of it; each image is hash
 copied with bounded concurrency, and recorded in the version's `manifest` table.
 Files already in the version with the same SHA-256 are skipped, so an interrupted
 ingest is resumed by running it again. A file never overwrites different content.
+A file whose bytes are already anywhere in the corpus (another version or set) is
+not transferred again: it is hard-linked on a local root and copied server-side on
+Azure, and its manifest row names the original it shares its bytes with.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import io
 import itertools
@@ -58,8 +62,9 @@ class DropScan:
 @dataclasses.dataclass
 class IngestReport:
     corpus_version: str
-    copied: int = 0
-    skipped: int = 0
+    copied: int = 0  # new bytes, transferred
+    linked: int = 0  # bytes already in the corpus: linked or copied within the store
+    skipped: int = 0  # already in this version
     ignored: int = 0
     bytes_copied: int = 0
     failed: list[Rejected] = dataclasses.field(default_factory=list)
@@ -198,6 +203,24 @@ def _copy_into(handle, drop_file: DropFile, sha256: str) -> None:
 class FileSystemDestination:
     """Originals written through Beam's filesystems (a local folder, gs://, ...)."""
 
+    def link_new(self, uri: str, source_uri: str, sha256: str) -> bool | None:
+        """Gives `uri` the bytes of `source_uri` without copying them, where the store can.
+
+        Returns:
+            True if linked, False if something is at `uri` already, None if this
+            store cannot link (the bytes are then copied).
+        """
+        if not storage.is_local(uri):
+            return None
+        os.makedirs(os.path.dirname(uri), exist_ok=True)
+        try:
+            os.link(source_uri, uri)
+        except FileExistsError:
+            return False
+        except OSError:
+            return None  # e.g. another device: copy instead
+        return True
+
     def stored_sha256(self, uri: str, recorded: str | None) -> str | None:
         """The hash of what is at `uri` (`recorded` in the manifest, if any), or None."""
         if not storage.exists(uri):
@@ -224,6 +247,9 @@ class BlobDestination:
     def stored_sha256(self, uri: str, recorded: str | None) -> str | None:
         return self._container.stored_sha256(uri)
 
+    def link_new(self, uri: str, source_uri: str, sha256: str) -> bool | None:
+        return self._container.copy_new(uri, source_uri, sha256)
+
     def write_new(self, uri: str, drop_file: DropFile, sha256: str) -> bool:
         buffer = io.BytesIO()
         _copy_into(buffer, drop_file, sha256)
@@ -233,20 +259,30 @@ class BlobDestination:
 Destination = FileSystemDestination | BlobDestination
 
 
+class Stored(enum.StrEnum):
+    """How a file's bytes got into the version."""
+
+    COPIED = "copied"  # transferred from the drop
+    LINKED = "linked"  # already in the corpus: linked or copied inside the store
+    PRESENT = "present"  # already in this version
+
+
 def copy_one(
     drop_file: DropFile,
     root: str,
     corpus_version: str,
     known: dict[str, str],
     destination: Destination,
-) -> tuple[ManifestEntry, bool]:
+    content: dict[str, str] | None = None,
+) -> tuple[ManifestEntry, Stored]:
     """Copies one file into the corpus unless it is already there.
 
     Args:
         known: uri -> SHA-256 from the version's existing manifest.
+        content: SHA-256 -> URI of an original anywhere in the corpus with those bytes.
 
     Returns:
-        The manifest entry and whether bytes were copied (False: already present).
+        The manifest entry and how its bytes got there.
 
     Raises:
         ContentConflictError: different bytes are already stored under its path.
@@ -264,8 +300,13 @@ def copy_one(
     )
     stored = destination.stored_sha256(uri, known.get(uri))
     if stored is None:
+        source = (content or {}).get(sha256)
+        if source and source != uri:
+            linked = destination.link_new(uri, source, sha256)
+            if linked:
+                return dataclasses.replace(entry, same_bytes_as=source), Stored.LINKED
         if destination.write_new(uri, drop_file, sha256):
-            return entry, True
+            return entry, Stored.COPIED
         # Another writer got there first: a concurrent ingest, a name that a
         # case-insensitive store folds onto this one, or an earlier attempt of this
         # upload whose response was lost.
@@ -275,7 +316,7 @@ def copy_one(
             f"{uri} already holds different content in version {corpus_version}; "
             "ingest the changed drop as a new version"
         )
-    return entry, False
+    return entry, Stored.PRESENT
 
 
 def _rejected_entry(rejected: Rejected, corpus_version: str) -> ManifestEntry:
@@ -299,6 +340,21 @@ def read_manifest(root: str, corpus_version: str) -> list[ManifestEntry]:
             delta.location(root, schemas.MANIFEST), version_filter(corpus_version)
         )
     ]
+
+
+def corpus_content(root: str) -> dict[str, str]:
+    """SHA-256 -> URI of one original with those bytes, over every version of the corpus."""
+    table = delta.read(
+        delta.location(root, schemas.MANIFEST),
+        ("set_path", "corpus_version", "file_name", "image_sha256", "rejected_reason"),
+    )
+    content: dict[str, str] = {}
+    for set_path, version, name, sha, rejected in zip(
+        *(column.to_pylist() for column in table.columns), strict=True
+    ):
+        if sha and not rejected and sha not in content:
+            content[sha] = paths.original_uri(root, set_path, version, name)
+    return content
 
 
 def record_manifest(root: str, corpus_version: str, entries: list[ManifestEntry]) -> None:
@@ -376,6 +432,7 @@ def ingest_drop(
     scan = scan_drop(drop_dir)
     previous = {entry.source_path: entry for entry in read_manifest(root, corpus_version)}
     known = {entry.uri: entry.image_sha256 for entry in previous.values() if entry.uri}
+    content = corpus_content(root)
     report = IngestReport(corpus_version, ignored=scan.ignored, failed=list(scan.rejected))
     entries: dict[str, ManifestEntry] = {
         path: entry for path, entry in previous.items() if not entry.rejected_reason
@@ -383,9 +440,9 @@ def ingest_drop(
     tick = progress(len(scan.files)) if progress else (lambda: None)
     retried = itertools.count(1)
 
-    def copy_with_retries(drop_file: DropFile) -> tuple[ManifestEntry, bool]:
+    def copy_with_retries(drop_file: DropFile) -> tuple[ManifestEntry, Stored]:
         return call_with_retries(
-            lambda: copy_one(drop_file, root, corpus_version, known, destination),
+            lambda: copy_one(drop_file, root, corpus_version, known, destination, content),
             retry_policy,
             on_retry=lambda error: next(retried),
         )
@@ -397,14 +454,15 @@ def ingest_drop(
             drop_file = futures[future]
             tick()
             try:
-                entry, copied = future.result()
+                entry, stored = future.result()
             except Exception as error:  # noqa: BLE001 - every failure is reported per file
                 report.failed.append(Rejected(drop_file.source_path, describe(error)))
                 continue
             entries[entry.source_path] = entry
-            report.copied += copied
-            report.skipped += not copied
-            report.bytes_copied += entry.bytes if copied else 0
+            report.copied += stored == Stored.COPIED
+            report.linked += stored == Stored.LINKED
+            report.skipped += stored == Stored.PRESENT
+            report.bytes_copied += entry.bytes if stored == Stored.COPIED else 0
     except BaseException:
         # Ctrl-C: drop the queued copies instead of waiting for all of them.
         pool.shutdown(wait=False, cancel_futures=True)

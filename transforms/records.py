@@ -45,6 +45,8 @@ class ManifestEntry:
     image_sha256: str
     bytes: int
     rejected_reason: str = ""
+    # The original elsewhere in the corpus these bytes were linked or copied from.
+    same_bytes_as: str | None = None
 
     @property
     def tags(self) -> list[str]:

@@ -130,23 +130,15 @@ class ResultStore:
             delta.commit_metadata("run", corpus_version=corpus_version, stored="results"),
         )
 
-    def lookup(self, plan: ResultPlan, hashes: Iterable[str] | None = None) -> dict:
-        """(image SHA-256, step) -> decoded result, newest first wins (driver side)."""
-        wanted = plan.wanted()
-        if hashes is not None:
-            wanted = wanted & pads.field("image_sha256").isin(list(hashes))
-        table = delta.read(self.location, _COLUMNS, wanted)
-        return (
-            {
-                (sha, step): decode(result)
-                for sha, step, _, result in sorted(
-                    zip(*(table.column(c).to_pylist() for c in _COLUMNS), strict=True),
-                    key=lambda row: row[2],
-                )
-            }
-            if table.num_rows
-            else {}
-        )
+    def stored_steps(self, plan: ResultPlan, hashes: Iterable[str]) -> dict[str, set[str]]:
+        """image SHA-256 -> the run's steps with a stored result for it (keys only)."""
+        wanted = plan.wanted() & pads.field("image_sha256").isin(list(hashes))
+        table = delta.read(self.location, ("image_sha256", "step"), wanted)
+        found: dict[str, set[str]] = {}
+        if table.num_rows:
+            for sha, step in zip(*(c.to_pylist() for c in table.columns), strict=True):
+                found.setdefault(sha, set()).add(step)
+        return found
 
 
 _COLUMNS = ("image_sha256", "step", "computed_at", "result")

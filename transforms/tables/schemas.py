@@ -53,6 +53,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("image_sha256", pa.string()),
         ("bytes", pa.int64()),
         ("rejected_reason", pa.string()),
+        ("same_bytes_as", pa.string()),
     ]
 )
 
