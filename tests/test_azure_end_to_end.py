@@ -7,6 +7,7 @@ nothing was uploaded, rewritten or duplicated.
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -86,6 +87,7 @@ def azure_runs(azurite, tmp_path_factory):
     outputs["ingest again"] = _imaginem(*ingest, env=env)
     outputs["run again"] = _imaginem(*run, env=env)
     second = _snapshot(azurite.connection_string)
+    outputs["ingest v2"] = _imaginem("ingest", drop, "--corpus", ROOT, "--version", "v2", env=env)
     os.environ[azure_access.CONNECTION_STRING_ENV] = azurite.connection_string
     FileSystems.set_options(PipelineOptions([]))
     parquet = {
@@ -164,8 +166,13 @@ def test_table_rows_and_keys(azure_runs):
 
 def test_running_again_uploads_rewrites_and_duplicates_nothing(azure_runs):
     outputs = azure_runs["outputs"]
-    assert "0 copied (0 bytes), 18 already there, 0 failed" in outputs["ingest again"]
-    assert "thumbnail        0 processed, 18 skipped (output already there)" in outputs["run again"]
+    assert (
+        "0 new (0 bytes copied), 0 already in the corpus (linked, no bytes copied), "
+        "18 already in this version, 0 failed" in outputs["ingest again"]
+    )
+    # Every result is stored: the second run reads, decodes and computes nothing.
+    assert re.search(r"thumbnail +0 processed, \d+ reused \(stored result\)", outputs["run again"])
+    assert re.search(r"read +0 processed, .* \d+ not read", outputs["run again"])
     first_blobs, first_entities = azure_runs["first"]
     second_blobs, second_entities = azure_runs["second"]
     assert second_blobs == first_blobs  # same names, same ETags: nothing written again
@@ -173,6 +180,13 @@ def test_running_again_uploads_rewrites_and_duplicates_nothing(azure_runs):
         keys = [(e["PartitionKey"], e["RowKey"]) for e in second_entities[table]]
         assert len(keys) == len(set(keys))
         assert sorted(keys) == sorted((e["PartitionKey"], e["RowKey"]) for e in entities), table
+
+
+def test_a_new_version_of_the_same_drop_is_copied_inside_the_account(azure_runs):
+    assert (
+        "0 new (0 bytes copied), 18 already in the corpus (linked, no bytes copied)"
+        in azure_runs["outputs"]["ingest v2"]
+    )
 
 
 def test_help_shows_no_secret(azurite):

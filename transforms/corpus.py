@@ -109,7 +109,7 @@ class _StartImages(beam.DoFn):
     """One record per distinct content: stored results in, pending steps set, bytes read
     only if a step that needs them is pending."""
 
-    def __init__(self, corpus_root: str, plan: ResultPlan) -> None:
+    def __init__(self, corpus_root: str, plan: ResultPlan | None) -> None:
         self._corpus_root = corpus_root
         self._plan = plan
 
@@ -137,7 +137,7 @@ class _StartImages(beam.DoFn):
             entry=entries[0],
             aliases=tuple(entries[1:]),
             results=results,
-            pending=self._plan.pending(results),
+            pending=self._plan.pending(results) if self._plan else None,
             **(with_decoded(results.get(StepName.DECODE)) if StepName.DECODE in results else {}),
         )
         if not record.must_run(StepName.DECODE):
@@ -171,7 +171,7 @@ class ReadCorpus(beam.PTransform):
         corpus_root: the corpus root, any Beam filesystem path.
         corpus_version: the version to read.
         plan: the run's steps and fingerprints; None runs every step on every image.
-        store: where results are stored; None reuses nothing.
+        store: where results are stored; without it (or a plan) nothing is reused.
 
     Returns:
         Outputs `records` (ImageRecord with stored results, and bytes if needed) and
@@ -186,9 +186,9 @@ class ReadCorpus(beam.PTransform):
     def __post_init__(self) -> None:
         super().__init__()
         paths.check_version(self.corpus_version)
-        if self.plan is None:
-            self.plan = ResultPlan((), {}, {}, frozenset(), frozenset())
-        self._stored = ReadStoredResults(self.store, self.plan) if self.store else None
+        self._stored = (
+            ReadStoredResults(self.store, self.plan) if self.store and self.plan else None
+        )
 
     def expand(self, pipeline):
         files = (
