@@ -27,7 +27,7 @@ cat <<MSG
 Outputs under $CORPUS/:
   original/    the ingested images, by set path and corpus version
   transform/   thumbnails and face chips, by transform version
-  metadata/    Parquet tables: manifest, image_sets, images, faces, errors, transforms
+  metadata/    Delta Lake tables: manifest, image_sets, images, faces, errors, transforms, results
 Query them, e.g.:
-  $VENV/bin/python -c "import pyarrow.dataset as ds; print(ds.dataset('$CORPUS/metadata/images').to_table(columns=['source_path', 'width', 'height']).to_pylist())"
+  $VENV/bin/python -c "from deltalake import DeltaTable; print(DeltaTable('$CORPUS/metadata/images').to_pyarrow_table(columns=['source_path', 'width', 'height']).to_pylist())"
 MSG

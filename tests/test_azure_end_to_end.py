@@ -100,7 +100,7 @@ def azure_runs(azurite, tmp_path_factory):
 
 def test_every_file_is_uploaded_and_processed(azure_runs):
     outputs = azure_runs["outputs"]
-    assert "18 copied" in outputs["ingest"] and "0 failed" in outputs["ingest"]
+    assert "18 new" in outputs["ingest"] and "0 failed" in outputs["ingest"]
     assert "decode           18 processed, 0 failed" in outputs["run"]
     assert f"images table     18 rows in {ROOT}/metadata/images/corpus_version=v1" in outputs["run"]
     assert "Azure tables     Images 18 upserted, 0 stale deleted" in outputs["run"]

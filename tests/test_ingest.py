@@ -166,7 +166,7 @@ def test_cli_lists_failures_and_exits_non_zero(tmp_path, drop, capsys):
     code = main(["ingest", drop, "--corpus", root, "--version", "v1", "--max-parallel", "3"])
     out = capsys.readouterr().out
     assert code == 1
-    assert "3 copied" in out and "host.jpg: symlink points outside the drop" in out
+    assert "3 new" in out and "host.jpg: symlink points outside the drop" in out
     rejected = [e for e in read_manifest(root, "v1") if e.rejected_reason]
     assert [e.source_path for e in rejected] == ["host.jpg"]
 

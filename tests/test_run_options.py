@@ -6,11 +6,24 @@ import pytest
 from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, StandardOptions
 
 from beam_pipeline.cli import main
-from beam_pipeline.run import UsageError, plan_run
+from beam_pipeline.run import UsageError, plan_run, prepare_outputs
+from tests.corpus_files import table_rows
+from transforms.tables import schemas
 
 
 def _plan(corpus, *extra):
     return plan_run(["--corpus", corpus, "--version", "v1", *extra])
+
+
+def _prepare(corpus, *extra):
+    prepare_outputs(_plan(corpus, *extra))
+
+
+def test_planning_a_run_writes_nothing(small_corpus):
+    _plan(small_corpus, "--steps", "thumbnail,facecrop")
+    assert table_rows(small_corpus, schemas.TRANSFORMS) == []
+    _prepare(small_corpus, "--steps", "thumbnail,facecrop")
+    assert len(table_rows(small_corpus, schemas.TRANSFORMS)) == 2
 
 
 @pytest.mark.parametrize(
@@ -55,18 +68,20 @@ def test_invalid_version_is_refused(small_corpus):
 
 
 def test_reusing_a_thumbnail_version_with_new_settings_is_refused(small_corpus):
-    _plan(small_corpus)
+    _prepare(small_corpus)
     with pytest.raises(UsageError, match="choose a new --thumbnail-version|Choose a new"):
-        _plan(small_corpus, "--thumbnail-max-side", "128")
+        _prepare(small_corpus, "--thumbnail-max-side", "128")
     plan = _plan(small_corpus, "--thumbnail-max-side", "128", "--thumbnail-version", "2")
     assert plan.step_names[:2] == ["decode", "thumbnail"]
 
 
 def test_face_chips_are_numbered_by_the_detector_settings(small_corpus):
-    _plan(small_corpus, "--steps", "facecrop")
+    _prepare(small_corpus, "--steps", "facecrop")
     with pytest.raises(UsageError, match="Choose a new --facecrop-version"):
-        _plan(small_corpus, "--steps", "facecrop", "--face-min-score", "0.8")
-    _plan(small_corpus, "--steps", "facecrop", "--face-min-score", "0.8", "--facecrop-version", "2")
+        _prepare(small_corpus, "--steps", "facecrop", "--face-min-score", "0.8")
+    _prepare(
+        small_corpus, "--steps", "facecrop", "--face-min-score", "0.8", "--facecrop-version", "2"
+    )
 
 
 def test_a_gallery_without_people_is_refused(small_corpus, tmp_path):

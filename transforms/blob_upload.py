@@ -61,7 +61,6 @@ class BlobContainer:
         No byte passes through this machine. The copy is checked once done: a copy
         the service has not finished, or one whose hash differs, raises.
         """
-        from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError
 
         blob = self._blob(uri)
@@ -69,8 +68,7 @@ class BlobContainer:
             copy = blob.start_copy_from_url(
                 self._blob(source_uri).url,
                 metadata={SHA256_METADATA: sha256},
-                etag="*",
-                match_condition=MatchConditions.IfMissing,
+                headers={"If-None-Match": "*"},  # only if no blob has that name
                 requires_sync=True,
             )
         except ResourceExistsError:

@@ -144,15 +144,24 @@ class _StartImages(beam.DoFn):
             self._not_read.inc(len(entries))
             yield record
             return
-        try:
-            data = read_original(record.entry)
-        except Exception as error:  # noqa: BLE001 - a missing or damaged blob is reported
-            self._failed.inc(len(entries))
-            for entry in entries:
+        # Each file is its own copy of the bytes: one missing or damaged is reported,
+        # and the bytes are read from the next.
+        readable = []
+        data = None
+        for entry in entries:
+            try:
+                content = read_original(entry)
+            except Exception as error:  # noqa: BLE001 - a missing or damaged blob is reported
+                self._failed.inc()
                 yield _error(entry, READ_STEP, error)
-            return
-        self._read.inc(len(entries))
-        yield dataclasses.replace(record, data=data)
+                continue
+            data = data or content
+            readable.append(entry)
+        if readable:
+            self._read.inc(len(readable))
+            yield dataclasses.replace(
+                record, entry=readable[0], aliases=tuple(readable[1:]), data=data
+            )
 
 
 def _error(entry: ManifestEntry, step: str, error: Exception):
