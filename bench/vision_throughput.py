@@ -179,6 +179,9 @@ def run_pipeline(root: str, gallery: str, processes: int) -> tuple[float, dict]:
             STEPS,
             "--gallery",
             gallery,
+            # Every run computes: stored results would otherwise be reused.
+            "--recompute",
+            "all",
             "--direct_num_workers",
             str(processes),
             "--direct_running_mode",
