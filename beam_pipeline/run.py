@@ -21,7 +21,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from beam_pipeline import api_options, azure_options, local_runner
 from transforms import azure_tables, paths, storage
-from transforms.corpus import ReadCorpus, manifest_rows
+from transforms.corpus import ReadCorpus, manifest_rows, set_paths
 from transforms.records import ImageRecord
 from transforms.retry import describe
 from transforms.steps import ERRORS, RECORDS, Step, StepContext
@@ -261,6 +261,23 @@ def plan_run(argv: list[str] | None) -> RunPlan:
     return RunPlan(context, steps, transforms, options, beam_flags, api, tuple(specs))
 
 
+def _remove_abandoned_outputs(plan: RunPlan) -> None:
+    """Half-written transform files of a killed run: this run writes them again."""
+    context = plan.context
+    if not plan.transform_specs or not storage.is_local(context.corpus_root):
+        return
+    for set_path in set_paths(context.corpus_root, context.corpus_version):
+        for spec in plan.transform_specs:
+            folder = paths.transform_set_prefix(
+                context.corpus_root,
+                spec.transform_name,
+                spec.transform_version,
+                set_path,
+                context.corpus_version,
+            )
+            storage.remove_abandoned_partials(folder)
+
+
 def prepare_outputs(plan: RunPlan) -> None:
     """Registers the run's transform versions and creates its Azure tables.
 
@@ -278,6 +295,7 @@ def prepare_outputs(plan: RunPlan) -> None:
             register_transform(context.corpus_root, spec)
         except ValueError as error:
             raise UsageError(str(error)) from error
+    _remove_abandoned_outputs(plan)
     if context.azure_tables is not None:
         azure_tables.upsert(
             context.azure_tables.table_client(azure_tables.IMAGE_TRANSFORMS),

@@ -128,15 +128,27 @@ class _PredictionFailed(Exception):
 
 
 class _LoadedModel:
-    """A loaded model and the lock that serialises calls to it.
+    """A model loaded on first use, and the lock that serialises calls to it.
 
-    Beam shares one loaded model between a worker's threads; LiteRT interpreters and
-    dlib's networks must not be called from two threads at once.
+    Beam loads a handler's model when a worker sets the step up, whether or not an
+    image will need it; a run whose results are all stored would load every model
+    for nothing. Beam shares one loaded model between a worker's threads; LiteRT
+    interpreters and dlib's networks must not be called from two threads at once.
     """
 
-    def __init__(self, model: Any) -> None:
-        self.model = model
+    def __init__(self, model: LocalModel) -> None:
+        self._model = model
+        self._loaded: Any = None
         self.lock = threading.Lock()
+
+    @property
+    def model(self) -> Any:
+        """The loaded model; call with `lock` held."""
+        if self._loaded is None:
+            started = time.perf_counter()
+            self._loaded = self._model.load()
+            LOGGER.debug("Loaded %s in %.1fs", self._model.model_id, time.perf_counter() - started)
+        return self._loaded
 
 
 class _LocalModelHandler(ModelHandler[_Example, PredictionResult, _LoadedModel]):
@@ -151,10 +163,7 @@ class _LocalModelHandler(ModelHandler[_Example, PredictionResult, _LoadedModel])
         self._model = model
 
     def load_model(self) -> _LoadedModel:
-        started = time.perf_counter()
-        loaded = _LoadedModel(self._model.load())
-        LOGGER.debug("Loaded %s in %.1fs", self._model.model_id, time.perf_counter() - started)
-        return loaded
+        return _LoadedModel(self._model)
 
     def run_inference(
         self, batch: Sequence[_Example], model: _LoadedModel, inference_args: dict | None = None

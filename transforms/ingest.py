@@ -430,6 +430,9 @@ def ingest_drop(
         raise ValueError("max_parallel and max_parallel_metadata must be at least 1")
     destination = destination or FileSystemDestination()
     scan = scan_drop(drop_dir)
+    for set_path in {drop_file.set_path for drop_file in scan.files}:
+        # Copies a killed ingest had under way: this run writes them again.
+        storage.remove_abandoned_partials(paths.set_prefix(root, set_path, corpus_version))
     previous = {entry.source_path: entry for entry in read_manifest(root, corpus_version)}
     known = {entry.uri: entry.image_sha256 for entry in previous.values() if entry.uri}
     content = corpus_content(root)

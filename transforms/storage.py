@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterable
 from typing import BinaryIO
@@ -109,7 +111,7 @@ def write_atomically(uri: str, write: Callable[[BinaryIO], None], overwrite: boo
         return
     folder, name = os.path.split(uri)
     os.makedirs(folder or ".", exist_ok=True)
-    temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.partial")
+    temporary = os.path.join(folder, _partial_name(name))
     try:
         with open(temporary, "wb") as handle:
             write(handle)
@@ -120,6 +122,44 @@ def write_atomically(uri: str, write: Callable[[BinaryIO], None], overwrite: boo
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+# A temporary file names its writer, so one left by a killed writer can be told from
+# one still being written: `.<name>~<host>~<pid>~<random>.partial`.
+_PARTIAL_SUFFIX = ".partial"
+_HOST = socket.gethostname().replace("~", "-")
+
+
+def _partial_name(name: str) -> str:
+    return f".{name}~{_HOST}~{os.getpid()}~{uuid.uuid4().hex[:12]}{_PARTIAL_SUFFIX}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_abandoned_partials(folder: str) -> int:
+    """Deletes the temporary files that killed writers on this machine left in a local
+    folder; returns how many. Files of live writers and of other machines are kept."""
+    if not is_local(folder) or not os.path.isdir(folder):
+        return 0
+    removed = 0
+    for found in os.scandir(folder):
+        if not (found.name.startswith(".") and found.name.endswith(_PARTIAL_SUFFIX)):
+            continue
+        parts = found.name[: -len(_PARTIAL_SUFFIX)].rsplit("~", 3)
+        if len(parts) == 4 and parts[1] == _HOST and parts[2].isdigit():
+            if not _alive(int(parts[2])):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(found.path)
+                    removed += 1
+    return removed
 
 
 def write_bytes_atomically(uri: str, data: bytes, overwrite: bool = True) -> None:

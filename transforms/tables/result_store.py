@@ -32,7 +32,7 @@ from transforms.records import ImageRecord
 from transforms.tables import delta, schemas
 
 # Workers commit what they computed at least this often, and at the end of a bundle.
-FLUSH_SECONDS = 15.0
+FLUSH_SECONDS = 10.0
 FLUSH_ROWS = 2000
 # Workers that read the store at once, each a share of its files.
 READ_SHARDS = 16

@@ -1,0 +1,142 @@
+"""`kill -9` of ingest or run at some moment, then the same command again: the tables
+equal those of a run that was never interrupted, and nothing temporary is left."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.corpus_files import table_rows
+from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
+from transforms.tables import schemas
+
+STEPS = "thumbnail,generalclassification,ocr,facedetection,facecrop,faceprint,facematch"
+TABLES = (schemas.MANIFEST, schemas.IMAGE_SETS, schemas.IMAGES, schemas.FACES, schemas.ERRORS)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("crash")
+    drop, gallery = str(folder / "drop"), str(folder / "gallery")
+    build_sample_corpus(drop)
+    build_sample_gallery(drop, gallery)
+    return drop, gallery
+
+
+def _commands(sample, root):
+    drop, gallery = sample
+    return {
+        "ingest": ["ingest", drop, "--corpus", root, "--version", "v1"],
+        "run": ["run", "--corpus", root, "--version", "v1", "--steps", STEPS, "--gallery", gallery],
+    }
+
+
+def _imaginem(argv, kill_when=None):
+    """Runs a command to the end, or kills it (and its workers) once `kill_when()` holds.
+
+    Returns:
+        Whether it was killed before it ended.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "beam_pipeline.cli", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its worker processes die with it
+    )
+    if kill_when is None:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr.decode()[-3000:]
+        return False
+    deadline = time.monotonic() + 600
+    while process.poll() is None and not kill_when() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    killed = process.poll() is None
+    if killed:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+    return killed
+
+
+def _count(folder, suffix=""):
+    return sum(
+        name.endswith(suffix) and not name.startswith(".")
+        for _, _, names in os.walk(folder)
+        for name in names
+    )
+
+
+def _committed(root, table):
+    return os.path.exists(
+        os.path.join(root, "metadata", table, "_delta_log", "00000000000000000000.json")
+    )
+
+
+# Moments to kill at, as conditions on what is on disk: after some copies; at start-up;
+# after some images were computed but before any result was stored; once results
+# were stored; between the `images` and `faces` commits (missed if it is too short).
+KILL_POINTS = {
+    "ingest copying": ("ingest", lambda root: _count(os.path.join(root, "original")) >= 5, True),
+    "run starting": ("run", lambda root: False, True),
+    "run computing": (
+        "run",
+        lambda root: _count(os.path.join(root, "transform", "thumbnail"), ".jpg") >= 3,
+        True,
+    ),
+    "run stored results": ("run", lambda root: _committed(root, schemas.RESULTS), True),
+    "run between tables": (
+        "run",
+        lambda root: _committed(root, schemas.IMAGES) and not _committed(root, schemas.FACES),
+        False,
+    ),
+}
+
+
+def _tables(root):
+    """Every table's rows, with the corpus root taken out of the paths."""
+    return {
+        table: sorted(
+            json.dumps(row, sort_keys=True, default=str).replace(root, "ROOT")
+            for row in table_rows(root, table)
+        )
+        for table in TABLES
+    }
+
+
+def _temporary_files(root):
+    return [
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(root)
+        for name in names
+        if name.endswith(".partial") or "#" in name or name.endswith(".tmp")
+    ]
+
+
+@pytest.fixture(scope="module")
+def clean_tables(sample, tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("clean") / "corpus")
+    commands = _commands(sample, root)
+    _imaginem(commands["ingest"])
+    _imaginem(commands["run"])
+    return _tables(root)
+
+
+@pytest.mark.parametrize("moment", sorted(KILL_POINTS))
+def test_killed_then_run_again_equals_a_clean_run(sample, clean_tables, tmp_path, moment):
+    command, condition, must_hit = KILL_POINTS[moment]
+    root = str(tmp_path / "corpus")
+    commands = _commands(sample, root)
+    if command == "run":
+        _imaginem(commands["ingest"])
+    started = time.monotonic()
+    if moment == "run starting":
+        condition = lambda root: time.monotonic() - started > 1.5  # noqa: E731
+    killed = _imaginem(commands[command], kill_when=lambda: condition(root))
+    assert killed or not must_hit, f"{command} ended before the moment {moment!r}"
+    for name in ("ingest", "run"):
+        _imaginem(commands[name])
+    assert _tables(root) == clean_tables
+    assert _temporary_files(root) == []
