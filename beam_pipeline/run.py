@@ -246,6 +246,7 @@ def plan_run(argv: list[str] | None) -> RunPlan:
         azure_tables=azure.tables,
         api=api.settings if api else None,
         run_steps=tuple(step.name for step in steps),
+        step_versions={step.name: step.version for step in steps},
         result_store=ResultStore(corpus_root, azure.access),
     )
     try:

@@ -78,6 +78,8 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        # A short measurement may end before the first sample.
+        self.peak_bytes = max(self.peak_bytes, _tree_rss(os.getpid()))
 
     def _sample(self) -> None:
         while not self._stop.wait(0.1):

@@ -88,13 +88,23 @@ def azure_runs(azurite, tmp_path_factory):
     outputs["run again"] = _imaginem(*run, env=env)
     second = _snapshot(azurite.connection_string)
     outputs["ingest v2"] = _imaginem("ingest", drop, "--corpus", ROOT, "--version", "v2", env=env)
+    outputs["thumbnail only"] = _imaginem(
+        "run", "--corpus", ROOT, "--version", "v1", "--steps", "thumbnail", env=env
+    )
+    partial = _snapshot(azurite.connection_string)
     os.environ[azure_access.CONNECTION_STRING_ENV] = azurite.connection_string
     FileSystems.set_options(PipelineOptions([]))
     parquet = {
         table: table_rows(ROOT, table, "v1")
         for table in (schemas.MANIFEST, schemas.IMAGE_SETS, schemas.IMAGES, FACES_PARQUET)
     }
-    yield {"outputs": outputs, "first": first, "second": second, "parquet": parquet}
+    yield {
+        "outputs": outputs,
+        "first": first,
+        "second": second,
+        "partial": partial,
+        "parquet": parquet,
+    }
     del os.environ[azure_access.CONNECTION_STRING_ENV]
 
 
@@ -180,6 +190,18 @@ def test_running_again_uploads_rewrites_and_duplicates_nothing(azure_runs):
         keys = [(e["PartitionKey"], e["RowKey"]) for e in second_entities[table]]
         assert len(keys) == len(set(keys))
         assert sorted(keys) == sorted((e["PartitionKey"], e["RowKey"]) for e in entities), table
+
+
+def test_a_partial_run_keeps_the_other_steps_in_azure_tables(azure_runs):
+    _, before = azure_runs["second"]
+    _, after = azure_runs["partial"]
+    assert sorted(after[FACES], key=str) == sorted(before[FACES], key=str)
+    images_before = {(e["PartitionKey"], e["RowKey"]): e for e in before[IMAGES]}
+    assert len(after[IMAGES]) == len(images_before)
+    for entity in after[IMAGES]:
+        old = images_before[(entity["PartitionKey"], entity["RowKey"])]
+        for step in ("generalclassification", "ocr", "facedetection", "facematch"):
+            assert entity.get(step) == old.get(step), step
 
 
 def test_a_new_version_of_the_same_drop_is_copied_inside_the_account(azure_runs):

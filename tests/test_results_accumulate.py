@@ -106,6 +106,11 @@ def test_partial_runs_keep_other_columns_and_reuse_results(sample, tmp_path):
     history = delta.history(delta.location(root, schemas.IMAGES))
     assert {"run"} == {c.get("imaginem.command") for c in history if "imaginem.steps" in c}
     assert history[0]["imaginem.corpus_version"] == "v1"
+    assert json.loads(history[0]["imaginem.step_versions"]) == {
+        "decode": "1",
+        "thumbnail": "1",
+        "pipelineoutput": "1",
+    }
 
 
 def test_recompute_must_name_a_step_of_the_run(sample, tmp_path, capsys):
@@ -268,3 +273,51 @@ def test_migrate_converts_an_older_release_s_tables(sample, tmp_path, capsys):
     assert "1 table(s) converted" in capsys.readouterr().out
     assert sorted(table_rows(root, schemas.MANIFEST, "v1"), key=str) == sorted(manifest, key=str)
     assert main(["run", "--corpus", root, "--version", "v1", "--steps", "decode"]) == 0
+
+
+def _run_process(root, *steps):
+    return subprocess.Popen(
+        [sys.executable, "-m", "beam_pipeline.cli", "run", "--corpus", root, "--version", "v1",
+         "--steps", ",".join(steps)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def test_overlapping_runs_of_one_version_both_land(sample, tmp_path):
+    root = str(tmp_path / "corpus")
+    ingest_drop(sample[0], root, "v1")
+    runs = [_run_process(root, "generalclassification"), _run_process(root, "thumbnail")]
+    for process in runs:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    images = table_rows(root, schemas.IMAGES)
+    assert len(images) == len({row["source_path"] for row in images}) == 16
+    assert all(row["generalclassification"] and row["thumbnail"] for row in images)
+
+
+FACES_READER = """
+import sys
+import duckdb
+import polars as pl
+from deltalake import DeltaTable
+
+folder = sys.argv[1]
+faces = DeltaTable(folder).to_pyarrow_dataset()
+print(faces.to_table().column("embedding").null_count)
+print(pl.read_delta(folder)["embedding"].null_count())
+print(duckdb.sql("SELECT count(*) FROM faces WHERE embedding IS NULL").fetchall()[0][0])
+"""
+
+
+def test_faces_without_embeddings_read_everywhere(sample, tmp_path):
+    root = str(tmp_path / "corpus")
+    ingest_drop(sample[0], root, "v1")
+    assert main(["run", "--corpus", root, "--version", "v1", "--steps", "facedetection"]) == 0
+    folder = os.path.join(root, "metadata", schemas.FACES)
+    done = subprocess.run(
+        [sys.executable, "-c", FACES_READER, folder], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "2", "2"]

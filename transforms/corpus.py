@@ -24,6 +24,8 @@ from transforms.tables import delta, result_store, schemas
 from transforms.tables.delta import version_filter
 from transforms.tables.result_store import ReadStoredResults, ResultPlan, ResultStore
 
+_TO_READ = "to_read"
+
 
 class IntegrityError(RuntimeError):
     """The stored bytes no longer match the SHA-256 recorded at ingest."""
@@ -106,17 +108,17 @@ def _newest(stored: list[tuple[str, object, str]]) -> dict[str, object]:
 
 
 class _StartImages(beam.DoFn):
-    """One record per distinct content: stored results in, pending steps set, bytes read
-    only if a step that needs them is pending."""
+    """One record per distinct content, with its stored results and pending steps.
+
+    A record that must be decoded again goes to `to_read`; the others are complete.
+    """
 
     def __init__(self, corpus_root: str, plan: ResultPlan | None) -> None:
         self._corpus_root = corpus_root
         self._plan = plan
 
     def setup(self) -> None:
-        self._read = Metrics.counter(READ_STEP, "processed")
         self._not_read = Metrics.counter(READ_STEP, "not_needed")
-        self._failed = Metrics.counter(READ_STEP, "failed")
         self._rejected = Metrics.counter(INGEST_STEP, "failed")
 
     def process(self, keyed):
@@ -140,15 +142,26 @@ class _StartImages(beam.DoFn):
             pending=self._plan.pending(results) if self._plan else None,
             **(with_decoded(results.get(StepName.DECODE)) if StepName.DECODE in results else {}),
         )
-        if not record.must_run(StepName.DECODE):
+        if record.must_run(StepName.DECODE):
+            yield beam.pvalue.TaggedOutput(_TO_READ, record)
+        else:
             self._not_read.inc(len(entries))
             yield record
-            return
+
+
+class _ReadOriginals(beam.DoFn):
+    """A record with the bytes of its file, or of the first of its copies that reads."""
+
+    def setup(self) -> None:
+        self._read = Metrics.counter(READ_STEP, "processed")
+        self._failed = Metrics.counter(READ_STEP, "failed")
+
+    def process(self, record: ImageRecord):
         # Each file is its own copy of the bytes: one missing or damaged is reported,
         # and the bytes are read from the next.
         readable = []
         data = None
-        for entry in entries:
+        for entry in record.entries:
             try:
                 content = read_original(entry)
             except Exception as error:  # noqa: BLE001 - a missing or damaged blob is reported
@@ -162,6 +175,19 @@ class _StartImages(beam.DoFn):
             yield dataclasses.replace(
                 record, entry=readable[0], aliases=tuple(readable[1:]), data=data
             )
+
+
+@beam.ptransform_fn
+def _DealEvenly(records):  # noqa: N802 - a PTransform, named like one
+    """Records in a shuffle of their own, so the images that must be computed are
+    shared evenly between workers, whatever share of the version was stored (the
+    local runner deals a shuffle's keys to its workers in turn)."""
+    return (
+        records
+        | "ByContent" >> beam.Map(lambda record: (record.entry.image_sha256, record))
+        | "Shuffle" >> beam.GroupByKey()
+        | "Records" >> beam.FlatMap(lambda keyed: keyed[1])
+    )
 
 
 def _error(entry: ManifestEntry, step: str, error: Exception):
@@ -211,12 +237,20 @@ class ReadCorpus(beam.PTransform):
             if self._stored
             else pipeline | "NothingStored" >> beam.Create([])
         )
-        # The join also spreads the images over the workers, in hash order.
-        return (
+        started = (
             {"files": files, "stored": stored}
             | "JoinStoredResults" >> beam.CoGroupByKey()
             | "StartImages"
             >> beam.ParDo(_StartImages(self.corpus_root, self.plan)).with_outputs(
-                ERRORS, main=RECORDS
+                ERRORS, _TO_READ, main=RECORDS
             )
         )
+        read = (
+            started[_TO_READ]
+            | "DealEvenly" >> _DealEvenly()
+            | "ReadOriginals" >> beam.ParDo(_ReadOriginals()).with_outputs(ERRORS, main=RECORDS)
+        )
+        return {
+            RECORDS: (started[RECORDS], read[RECORDS]) | "AllImages" >> beam.Flatten(),
+            ERRORS: (started[ERRORS], read[ERRORS]) | "ReadErrors" >> beam.Flatten(),
+        }

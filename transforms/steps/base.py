@@ -42,6 +42,7 @@ class StepContext:
     azure_tables: AzureTables | None = None  # where the Azure Table copy goes, if any
     api: ApiSettings | None = None  # how steps on a remote backend call their APIs
     run_steps: tuple[str, ...] = ()  # every step of the run, in order
+    step_versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
     results: ResultPlan | None = None  # which stored results the run reuses
     result_store: ResultStore | None = None
 

@@ -10,6 +10,7 @@ and `errors` rows only for the steps the run included.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 
 import apache_beam as beam
@@ -142,6 +143,7 @@ class WriteTables(beam.PTransform):
         corpus_version: the version whose rows this run writes.
         step_columns: step name -> Arrow type of its result column, every known step.
         run_steps: the steps this run included: only their columns and errors change.
+        step_versions: their versions, recorded with each commit.
         fingerprints: stored step -> fingerprint, for the results this run computes.
         store: where results are kept; None keeps none.
         azure_tables: where the Azure copy goes, or None.
@@ -155,6 +157,7 @@ class WriteTables(beam.PTransform):
     corpus_version: str
     step_columns: Mapping[str, pa.DataType]
     run_steps: tuple[str, ...] = ()
+    step_versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
     fingerprints: Mapping[str, str] = dataclasses.field(default_factory=dict)
     store: ResultStore | None = None
     azure_tables: AzureTables | None = None
@@ -166,7 +169,11 @@ class WriteTables(beam.PTransform):
 
     def _metadata(self) -> dict[str, str]:
         return delta.commit_metadata(
-            "run", corpus_version=self.corpus_version, steps=",".join(self.run_steps)
+            "run",
+            corpus_version=self.corpus_version,
+            steps=",".join(self.run_steps),
+            step_versions=json.dumps(dict(self.step_versions), sort_keys=True),
+            fingerprints=json.dumps(dict(self.fingerprints), sort_keys=True),
         )
 
     def _merge(self, table: str, schema: pa.Schema, **plan) -> MergeIntoTable:
@@ -243,6 +250,7 @@ def _build(context: StepContext) -> WriteTables:
         corpus_version=context.corpus_version,
         step_columns=context.step_columns,
         run_steps=context.run_steps,
+        step_versions=context.step_versions,
         fingerprints=context.results.fingerprints if context.results else {},
         store=context.result_store,
         azure_tables=azure,
