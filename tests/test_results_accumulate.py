@@ -98,6 +98,8 @@ def test_partial_runs_keep_other_columns_and_reuse_results(sample, tmp_path):
     fewer = _run(root, summary, "--steps", "generalclassification", "--classification-top-k", "2")
     assert fewer["steps"]["generalclassification"]["computed"] == 16
     assert fewer["steps"]["decode"]["computed"] == 16  # pixels for the model, not stored again
+    stored = [row["step"] for row in table_rows(root, schemas.RESULTS)]
+    assert (stored.count("decode"), stored.count("generalclassification")) == (16, 32)
     assert all(len(r["generalclassification"]["labels"]) == 2 for r in table_rows(root, "images"))
     assert all(r["thumbnail"] is not None for r in table_rows(root, "images"))
 

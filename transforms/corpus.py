@@ -140,6 +140,7 @@ class _StartImages(beam.DoFn):
             aliases=tuple(entries[1:]),
             results=results,
             pending=self._plan.pending(results) if self._plan else None,
+            reused=frozenset(results) - (self._plan.recompute if self._plan else frozenset()),
             **(with_decoded(results.get(StepName.DECODE)) if StepName.DECODE in results else {}),
         )
         if record.must_run(StepName.DECODE):

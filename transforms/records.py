@@ -90,6 +90,8 @@ class ImageRecord:
     artifacts: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Steps still to run on this image (None: all); the others' results are stored.
     pending: frozenset[str] | None = None
+    # Steps whose stored result was loaded (one may still run again for a later step).
+    reused: frozenset[str] = frozenset()
     # Other files of the version with the same bytes: they share this record's results.
     aliases: tuple[ManifestEntry, ...] = ()
 

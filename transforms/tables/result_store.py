@@ -105,8 +105,8 @@ class ResultPlan:
     def wanted(self) -> pads.Expression:
         """The store's rows this run can use: its steps at their fingerprints."""
         expression = None
-        for step, print_ in self.fingerprints.items():
-            one = (pads.field("step") == step) & (pads.field("fingerprint") == print_)
+        for step, step_fingerprint in self.fingerprints.items():
+            one = (pads.field("step") == step) & (pads.field("fingerprint") == step_fingerprint)
             expression = one if expression is None else expression | one
         return expression if expression is not None else pads.scalar(False)
 
@@ -144,12 +144,12 @@ class ResultStore:
 _COLUMNS = ("image_sha256", "step", "computed_at", "result")
 
 
-def result_row(record: ImageRecord, step: str, print_: str) -> dict[str, Any]:
+def result_row(record: ImageRecord, step: str, step_fingerprint: str) -> dict[str, Any]:
     return {
         "image_sha256": record.entry.image_sha256,
         "step": step,
         "step_version": str((record.results[step] or {}).get("step_version", "")),
-        "fingerprint": print_,
+        "fingerprint": step_fingerprint,
         "result": encode(record.results[step]),
         "computed_at": datetime.datetime.now(datetime.UTC),
         "corpus_version": record.entry.corpus_version,
@@ -217,7 +217,7 @@ class _StoreNewResults(beam.DoFn):
 
     def process(self, record: ImageRecord):
         pending = record.pending if record.pending is not None else frozenset(self._fingerprints)
-        for step in sorted(pending):
+        for step in sorted(pending - record.reused):  # a result is stored once
             if step in self._fingerprints and record.results.get(step) is not None:
                 self._rows.append(result_row(record, step, self._fingerprints[step]))
         if len(self._rows) >= FLUSH_ROWS or time.monotonic() - self._flushed > FLUSH_SECONDS:
