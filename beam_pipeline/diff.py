@@ -42,10 +42,11 @@ def needed_results(plan: RunPlan) -> Counter:
     context = plan.context
     hashes = {sha for sha in _contents(context.corpus_root, context.corpus_version).values() if sha}
     stored = context.result_store.stored_steps(context.results, hashes)
-    needed: Counter = Counter({step: 0 for step in context.results.fingerprints})
+    computed = [s for s in context.results.order if s in context.results.fingerprints]
+    needed: Counter = Counter({step: 0 for step in computed})
     for sha in hashes:
         pending = context.results.pending(stored.get(sha, ()))
-        needed.update(step for step in pending if step in context.results.fingerprints)
+        needed.update(step for step in pending if step in computed)
     return needed
 
 

@@ -6,7 +6,7 @@ import math
 
 from beam_pipeline.api_options import ApiPlan
 from transforms.corpus import image_hashes
-from transforms.remote.answer_store import AnswerStore
+from transforms.remote.api_step import answer_store
 
 
 def estimate(api: ApiPlan, corpus_root: str, corpus_version: str) -> str:
@@ -15,7 +15,7 @@ def estimate(api: ApiPlan, corpus_root: str, corpus_version: str) -> str:
     lines = [f"Dry run of {corpus_root} version {corpus_version} (no API called):"]
     total_requests, total_price, priced = 0, 0.0, True
     for step, chosen in api.apis.items():
-        store = AnswerStore(corpus_root, step, chosen.name, chosen.model_version)
+        store = answer_store(corpus_root, step, chosen)
         to_send = len(hashes - store.stored_hashes())
         requests = math.ceil(to_send / chosen.images_per_request)
         line = (

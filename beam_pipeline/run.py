@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -23,6 +24,9 @@ from beam_pipeline import api_options, azure_options, local_runner
 from transforms import azure_tables, paths, storage
 from transforms.corpus import ReadCorpus, manifest_rows, set_paths
 from transforms.records import ImageRecord
+from transforms.remote.answer_store import answer_step
+from transforms.remote.api_step import answer_store
+from transforms.remote.apis import Api
 from transforms.retry import describe
 from transforms.steps import ERRORS, RECORDS, Step, StepContext
 from transforms.steps.base import TransformSpec
@@ -171,9 +175,18 @@ def _recompute(requested: str, steps: list[Step]) -> frozenset[str]:
     return frozenset(names)
 
 
-def result_plan(context: StepContext, steps: list[Step], recompute: frozenset[str]) -> ResultPlan:
-    """Fingerprints of the run's stored steps: version, parameters and upstream fingerprints."""
-    fingerprints: dict[str, str] = {}
+def result_plan(
+    context: StepContext,
+    steps: list[Step],
+    recompute: frozenset[str],
+    apis: Mapping[str, Api] | None = None,
+) -> ResultPlan:
+    """Fingerprints of the run's stored steps (version, parameters and upstream
+    fingerprints), and of the API answers behind the steps that run on an API."""
+    fingerprints: dict[str, str] = {
+        answer_step(step): answer_store(context.corpus_root, step, api).fingerprint
+        for step, api in (apis or {}).items()
+    }
     for step in steps:
         if step.parameters is None:
             continue
@@ -251,7 +264,8 @@ def plan_run(argv: list[str] | None) -> RunPlan:
     )
     try:
         recompute = _recompute(args.recompute, steps)
-        context = dataclasses.replace(context, results=result_plan(context, steps, recompute))
+        plan = result_plan(context, steps, recompute, api.apis if api else None)
+        context = dataclasses.replace(context, results=plan)
         transforms = [step.build(context) for step in steps]
         specs = [step.transform_spec(context) for step in steps if step.transform_spec]
     except ValueError as error:

@@ -8,8 +8,8 @@ from PIL import Image
 from tests.conftest import make_test_pipeline
 from transforms.records import ImageRecord, ManifestEntry, StepName
 from transforms.remote import apis, backends
-from transforms.remote.answer_store import AnswerStore
-from transforms.remote.api_step import ApiSettings, CallVisionApi
+from transforms.remote.answer_store import StoredAnswer
+from transforms.remote.api_step import ApiSettings, CallVisionApi, answer_store
 from transforms.remote.endpoints import ApiEndpoint
 from transforms.remote.fake_server import FakeApiSettings, FakeVisionApi
 from transforms.retry import RetryPolicy
@@ -48,6 +48,22 @@ def _run(corpus_root, url, records, api):
     return pipeline, labelled, errors
 
 
+def _as_read(records, root, api):
+    """The records with their stored answers, as `ReadCorpus` hands them to the step."""
+    store = answer_store(root, STEP, api)
+    stored = store.get_many(record.entry.image_sha256 for record in records)
+    return [
+        record.with_result(store.key, stored[record.entry.image_sha256].to_dict())
+        if record.entry.image_sha256 in stored
+        else record
+        for record in records
+    ]
+
+
+def _nothing_stored(root, api):
+    return answer_store(root, STEP, api).stored_hashes() == set()
+
+
 def _counters(result):
     found = result.metrics().query(MetricsFilter().with_namespace(STEP))["counters"]
     return {counter.key.metric.name: counter.committed for counter in found}
@@ -65,7 +81,8 @@ def test_answers_are_stored_refusals_kept_and_nothing_is_sent_twice(tmp_path, mo
         first = _counters(pipeline.run())
         assert len(fake.log) == 7
 
-        pipeline, labelled, errors = _run(root, fake.url, records, api)
+        # A run reads the stored answers with the corpus (`ReadCorpus`); as it would:
+        pipeline, labelled, errors = _run(root, fake.url, _as_read(records, root, api), api)
         assert_that(labelled, equal_to([(f"img{i}.png", i != 9) for i in (*range(6), 9)]))
         assert_that(errors, equal_to([("img9.png", "ApiRefusedError")]), label="Errors")
         again = _counters(pipeline.run())
@@ -90,7 +107,7 @@ def test_a_request_that_keeps_failing_sends_its_images_to_errors(tmp_path, monke
         counters = _counters(pipeline.run())
     assert counters["api_requests"] == 2 and counters["api_retries"] == 1
     assert counters["failed"] == 3
-    assert not list(tmp_path.rglob("*.json")), "a failed request stores nothing"
+    assert _nothing_stored(str(tmp_path), api), "a failed request stores nothing"
 
 
 def test_a_wrong_key_is_not_stored_as_a_refusal(tmp_path, monkeypatch):
@@ -100,15 +117,13 @@ def test_a_wrong_key_is_not_stored_as_a_refusal(tmp_path, monkeypatch):
         pipeline, _, errors = _run(str(tmp_path), fake.url, [_record(1)], api)
         assert_that(errors, equal_to([("img1.png", "ApiRefusedError")]))
         pipeline.run()
-    assert not list(tmp_path.rglob("*.json"))
+    assert _nothing_stored(str(tmp_path), api)
 
 
-def test_stored_answers_keep_their_own_folder_per_model_version(tmp_path):
-    def store(api):
-        return AnswerStore(str(tmp_path), STEP, api.name, api.model_version)
-
-    single, grid = store(apis.AzureFace()), store(apis.AzureFace(grid_columns=2))
-    assert single.folder != grid.folder
-    assert single.uri("ab" * 32).endswith(
-        f"cache/api/{STEP}/azure-face/detection_03/{'ab' * 32}.json"
-    )
+def test_stored_answers_are_kept_apart_per_model_version(tmp_path):
+    single = answer_store(str(tmp_path), STEP, apis.AzureFace())
+    grid = answer_store(str(tmp_path), STEP, apis.AzureFace(grid_columns=2))
+    assert single.key == grid.key == f"{STEP}:answer"
+    assert single.fingerprint != grid.fingerprint
+    single.put({"ab" * 32: StoredAnswer("detection_03", {"faces": []})}, "v1")
+    assert single.stored_hashes() == {"ab" * 32} and grid.stored_hashes() == set()

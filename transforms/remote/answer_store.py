@@ -1,22 +1,40 @@
-"""API answers kept in the corpus, so no image is ever sent twice for the same answer.
+"""API answers kept in the result store, so no image is ever sent twice for the same answer.
 
-An answer is stored under (image SHA-256, step, backend, model version), as
-`<root>/cache/api/<step>/<backend>/<model version>/<sha256>.json`: a pure function of
-the image's content and the versions, so a re-run of the same corpus version, or a
-new version that repeats images, finds it and makes no call. It is written as soon
-as the API answers, before the result goes on, and never overwritten. A refusal of
-the image itself is stored as well; failures of the request (bad key, outage) are not.
+An answer is a result like any other, in the `results` table: its step is
+`<step>:answer` and its fingerprint hashes the backend and the model version, so a
+re-run of the same corpus version, or a new version that repeats images, finds it and
+makes no call. The answers of each request are committed the moment the API answers,
+before the results go on. A refusal of the image itself is stored as well; failures
+of the request (bad key, outage) are not.
+
+The answer is stored before the step's own options apply (`--classification-top-k`,
+`--ocr-min-score`), so changing those needs no new call: the step's result gets a new
+fingerprint and is made again from the stored answer. A run reads the answers with
+the other stored results, when it reads the corpus (`ReadCorpus`), and finds an
+image's answer in its record.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from transforms import paths, storage
+import pyarrow.dataset as pads
 
-CACHE_DIR = "cache"
+from transforms.azure_access import AzureAccess
+from transforms.records import ImageRecord
+from transforms.tables import delta
+from transforms.tables.result_store import ResultStore, fingerprint
+
+_ANSWER = ":answer"  # step names are identifiers, so this never meets a real step
+
+
+def answer_step(step: str) -> str:
+    """The results-table step under which the answers behind `step` are kept."""
+    return f"{step}{_ANSWER}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,52 +50,78 @@ class StoredAnswer:
     answer: Any
     refused: dict[str, Any] | None = None
 
-    def to_json(self) -> bytes:
+    def to_dict(self) -> dict[str, Any]:
         stored = {"model": self.model, "answer": self.answer}
         if self.refused is not None:
             stored["refused"] = self.refused
-        return json.dumps(stored).encode()
+        return stored
 
     @classmethod
-    def from_json(cls, data: bytes) -> StoredAnswer:
-        stored = json.loads(data)
+    def from_dict(cls, stored: Mapping[str, Any]) -> StoredAnswer:
         return cls(stored["model"], stored["answer"], stored.get("refused"))
 
 
 @dataclasses.dataclass(frozen=True)
 class AnswerStore:
-    """The answers of one (step, backend, model version) under one corpus root."""
+    """The answers of one (step, backend, model version) in one corpus's result store."""
 
     corpus_root: str
     step: str
     backend: str
     model_version: str
+    access: AzureAccess | None = None
 
     @property
-    def folder(self) -> str:
-        return paths.join(
-            self.corpus_root,
-            CACHE_DIR,
-            "api",
-            paths.check_component(self.step),
-            paths.check_component(self.backend),
-            paths.check_component(self.model_version),
-        )
+    def key(self) -> str:
+        return answer_step(self.step)
 
-    def uri(self, image_sha256: str) -> str:
-        return paths.join(self.folder, f"{paths.check_component(image_sha256)}.json")
+    @property
+    def fingerprint(self) -> str:
+        parameters = {"backend": self.backend, "model": self.model_version}
+        return fingerprint(self.key, "1", parameters)
 
-    def get(self, image_sha256: str) -> StoredAnswer | None:
-        data = storage.read_if_exists(self.uri(image_sha256))
-        return None if data is None else StoredAnswer.from_json(data)
+    @property
+    def _results(self) -> ResultStore:
+        return ResultStore(self.corpus_root, self.access)
 
-    def put(self, image_sha256: str, answer: StoredAnswer) -> None:
-        """Stores the answer unless one is there already (the first one stays)."""
-        storage.write_unless_exists(self.uri(image_sha256), answer.to_json)
+    def _mine(self) -> pads.Expression:
+        return (pads.field("step") == self.key) & (pads.field("fingerprint") == self.fingerprint)
+
+    def get(self, record: ImageRecord) -> StoredAnswer | None:
+        """The answer read with the image's other stored results, if there is one."""
+        stored = record.results.get(self.key)
+        return None if stored is None else StoredAnswer.from_dict(stored)
+
+    def put(self, answers: Mapping[str, StoredAnswer], corpus_version: str) -> None:
+        """Commits answers by image SHA-256, all at once; a second copy is harmless."""
+        now = datetime.datetime.now(datetime.UTC)
+        rows = [
+            {
+                "image_sha256": sha,
+                "step": self.key,
+                "step_version": "1",
+                "fingerprint": self.fingerprint,
+                "result": json.dumps(answer.to_dict()),
+                "computed_at": now,
+                "corpus_version": corpus_version,
+            }
+            for sha, answer in answers.items()
+        ]
+        if rows:
+            self._results.append(rows, corpus_version)
+
+    def get_many(self, hashes: Iterable[str]) -> dict[str, StoredAnswer]:
+        """Stored answers by image SHA-256 (a direct lookup, outside a pipeline)."""
+        wanted = self._mine() & pads.field("image_sha256").isin(list(hashes))
+        table = delta.read(self._results.location, ("image_sha256", "result"), wanted)
+        if not table.num_rows:
+            return {}
+        return {
+            sha: StoredAnswer.from_dict(json.loads(result))
+            for sha, result in zip(*(c.to_pylist() for c in table.columns), strict=True)
+        }
 
     def stored_hashes(self) -> set[str]:
-        """Hashes of every image with a stored answer (one listing, for `--dry-run`)."""
-        return {
-            uri.rsplit("/", 1)[-1].removesuffix(".json")
-            for uri in storage.list_files(self.folder, "*.json")
-        }
+        """Hashes of every image with a stored answer (for `--dry-run`)."""
+        table = delta.read(self._results.location, ("image_sha256",), self._mine())
+        return set(table.column(0).to_pylist()) if table.num_rows else set()

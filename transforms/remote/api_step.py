@@ -55,6 +55,7 @@ class SentImage:
     image_sha256: str
     image: Image.Image
     scale: float  # original pixels per pixel sent
+    corpus_version: str = ""  # where the answer is first stored
 
 
 def shrink(image: Image.Image, max_side: int) -> tuple[Image.Image, float]:
@@ -128,26 +129,35 @@ class _ApiModel(LocalModel):
             if len(sent) > 1 or not isinstance(error, ApiRefusedError):
                 return {one.image_sha256: error for one in sent}, stats
             per_image = [error]  # one image, refused: its own answer
-        return {
-            one.image_sha256: self._keep(one, answer)
+        outcomes = {
+            one.image_sha256: self._neutral(one, answer)
             for one, answer in zip(sent, per_image, strict=True)
-        }, stats
+        }
+        return self._keep(outcomes, sent[0].corpus_version), stats
 
-    def _keep(self, sent: SentImage, answer: Any) -> Any:
-        """Stores one image's answer (or refusal); returns it, or the error to report."""
+    def _neutral(self, sent: SentImage, answer: Any) -> Any:
+        """One image's answer (or refusal) as it is stored, or the error to report."""
         try:
             if isinstance(answer, ApiRefusedError) and answer.refuses_the_image:
                 refused = {"status": answer.status, "message": answer.message}
-                stored = StoredAnswer(self._api.model_version, None, refused)
-            elif isinstance(answer, Exception):
+                return StoredAnswer(self._api.model_version, None, refused)
+            if isinstance(answer, Exception):
                 return answer
-            else:
-                read = self._read(answer, sent.scale)
-                stored = answer = StoredAnswer(self._api.reported_model(answer), read)
-            self._store.put(sent.image_sha256, stored)
-            return answer
-        except Exception as error:  # noqa: BLE001 - an answer we cannot read or keep
+            return StoredAnswer(self._api.reported_model(answer), self._read(answer, sent.scale))
+        except Exception as error:  # noqa: BLE001 - an answer we cannot read
             return error
+
+    def _keep(self, outcomes: dict[str, Any], corpus_version: str) -> dict[str, Any]:
+        """Stores the request's answers in one commit; a refusal goes on as its error."""
+        answers = {sha: out for sha, out in outcomes.items() if isinstance(out, StoredAnswer)}
+        try:
+            self._store.put(answers, corpus_version)
+        except Exception as error:  # noqa: BLE001 - answers we cannot keep are errors
+            return {sha: error if sha in answers else out for sha, out in outcomes.items()}
+        return {
+            sha: _refusal(out) if isinstance(out, StoredAnswer) and out.refused else out
+            for sha, out in outcomes.items()
+        }
 
     def _count(self, stats: CallStats) -> None:
         for name, value in (
@@ -167,11 +177,20 @@ class _ApiModel(LocalModel):
 
 def _prepare(record: ImageRecord, max_side: int) -> SentImage:
     image, scale = shrink(record.image, max_side)
-    return SentImage(record.entry.image_sha256, image, scale)
+    return SentImage(record.entry.image_sha256, image, scale, record.entry.corpus_version)
+
+
+def _refusal(stored: StoredAnswer) -> ApiRefusedError:
+    return ApiRefusedError(**stored.refused)
 
 
 def _lookup(record: ImageRecord, store: AnswerStore) -> StoredAnswer | None:
-    return store.get(record.entry.image_sha256)
+    return store.get(record)
+
+
+def answer_store(corpus_root: str, step: str, api: Api) -> AnswerStore:
+    """Where the answers of `api` for `step` are kept."""
+    return AnswerStore(corpus_root, step, api.name, api.model_version)
 
 
 ResultMaker = Callable[[ImageRecord, StoredAnswer], dict[str, Any]]
@@ -180,7 +199,7 @@ ResultMaker = Callable[[ImageRecord, StoredAnswer], dict[str, Any]]
 def _attach(record: ImageRecord, stored: StoredAnswer, step: str, make: ResultMaker):
     if stored.refused is not None:
         # Refused when it was sent before: the same error row, without a call.
-        raise ApiRefusedError(**stored.refused)
+        raise _refusal(stored)
     return record.with_result(step, make(record, stored))
 
 
@@ -213,7 +232,7 @@ class CallVisionApi(beam.PTransform):
             raise ValueError(f"no endpoint configured for {self.api.name}")
 
     def expand(self, records):
-        store = AnswerStore(self.corpus_root, self.step, self.api.name, self.api.model_version)
+        store = answer_store(self.corpus_root, self.step, self.api)
         batch = self.api.images_per_request * self.settings.concurrency
         return records | RunModelOnImages(
             self.step,
