@@ -29,6 +29,7 @@ from transforms.ingest import (
     IngestReport,
     ingest_drop,
 )
+from transforms.remote.answer_store import import_legacy_answers
 from transforms.retry import describe
 from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
 from transforms.steps.registry import load_registry
@@ -219,7 +220,10 @@ def migrate(argv: list[str]) -> int:
         parser.error(str(error))
     for table in converted:
         print(f"Converted {table} (the old files are kept in {table}{BACKUP_SUFFIX})")
-    print(f"{len(converted)} table(s) converted" if converted else "Nothing to convert")
+    answers = import_legacy_answers(absolute_root(args.corpus))
+    if answers:
+        print(f"Moved {answers} stored API answer(s) into the results table")
+    print(f"{len(converted)} table(s) converted" if converted or answers else "Nothing to convert")
     return EXIT_OK
 
 

@@ -24,7 +24,7 @@ from beam_pipeline import api_options, azure_options, local_runner
 from transforms import azure_tables, paths, storage
 from transforms.corpus import ReadCorpus, manifest_rows, set_paths
 from transforms.records import ImageRecord
-from transforms.remote.answer_store import answer_step
+from transforms.remote.answer_store import answer_step, legacy_answer_files
 from transforms.remote.api_step import answer_store
 from transforms.remote.apis import Api
 from transforms.retry import describe
@@ -152,6 +152,11 @@ def _count_images(corpus_root: str, corpus_version: str) -> int:
             delta.check_not_legacy(delta.location(corpus_root, table))
         except delta.LegacyTableError as error:
             raise UsageError(str(error).replace("ROOT", corpus_root)) from error
+    if legacy_answer_files(corpus_root):
+        raise UsageError(
+            f"{corpus_root} keeps API answers of an older release under cache/api: run "
+            f"`imaginem migrate --corpus {corpus_root}` once to move them into the results table"
+        )
     total = manifest_rows(corpus_root, corpus_version, ("source_path",)).num_rows
     if not total:
         raise UsageError(

@@ -15,6 +15,7 @@ from PIL import Image
 from beam_pipeline.cli import main
 from tests.corpus_files import files_under, table_rows
 from transforms.ingest import ingest_drop
+from transforms.remote.answer_store import AnswerStore
 from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
 from transforms.steps.base import TransformSpec
 from transforms.tables import delta, schemas
@@ -271,8 +272,18 @@ def test_migrate_converts_an_older_release_s_tables(sample, tmp_path, capsys):
         pa.Table.from_pylist(manifest, schema=schemas.MANIFEST_SCHEMA),
         os.path.join(folder, "corpus_version=v1", "part-00000-of-00001.parquet"),
     )
+    # An answer file of an older release's API answer cache.
+    answer = os.path.join(root, "cache", "api", "ocr", "azure-vision", "2023-10-01", "ab" * 32)
+    os.makedirs(os.path.dirname(answer))
+    with open(answer + ".json", "w", encoding="utf-8") as handle:
+        json.dump({"model": "2023-10-01", "answer": {"lines": []}}, handle)
+    assert main(["run", "--corpus", root, "--version", "v1"]) == 2
     assert main(["migrate", "--corpus", root]) == 0
-    assert "1 table(s) converted" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "imaginem migrate --corpus" in printed.err
+    assert "1 table(s) converted" in printed.out and "Moved 1 stored API answer" in printed.out
+    store = AnswerStore(root, "ocr", "azure-vision", "2023-10-01")
+    assert store.get_many(["ab" * 32])["ab" * 32].answer == {"lines": []}
     assert sorted(table_rows(root, schemas.MANIFEST, "v1"), key=str) == sorted(manifest, key=str)
     assert main(["run", "--corpus", root, "--version", "v1", "--steps", "decode"]) == 0
 

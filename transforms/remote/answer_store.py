@@ -24,6 +24,7 @@ from typing import Any
 
 import pyarrow.dataset as pads
 
+from transforms import paths, storage
 from transforms.azure_access import AzureAccess
 from transforms.records import ImageRecord
 from transforms.tables import delta
@@ -125,3 +126,30 @@ class AnswerStore:
         """Hashes of every image with a stored answer (for `--dry-run`)."""
         table = delta.read(self._results.location, ("image_sha256",), self._mine())
         return set(table.column(0).to_pylist()) if table.num_rows else set()
+
+
+# Where releases before the result store kept answers, one JSON file per image.
+LEGACY_ANSWERS = ("cache", "api")
+
+
+def legacy_answer_files(corpus_root: str) -> list[str]:
+    """Answer files of an older release: `cache/api/<step>/<api>/<model>/<sha>.json`."""
+    return storage.list_files(paths.join(corpus_root, *LEGACY_ANSWERS), "*/*/*/*.json")
+
+
+def import_legacy_answers(corpus_root: str) -> int:
+    """Moves an older release's answer files into the result store; returns how many.
+
+    The files are deleted once their answers are committed, so running it again
+    imports nothing twice.
+    """
+    files = legacy_answer_files(corpus_root)
+    by_store: dict[tuple[str, str, str], dict[str, StoredAnswer]] = {}
+    for uri in files:
+        step, backend, model_version, name = uri.rsplit("/", 4)[1:]
+        answer = StoredAnswer.from_dict(json.loads(storage.read_bytes(uri)))
+        by_store.setdefault((step, backend, model_version), {})[name.removesuffix(".json")] = answer
+    for (step, backend, model_version), answers in by_store.items():
+        AnswerStore(corpus_root, step, backend, model_version).put(answers, "")
+    storage.delete(files)
+    return len(files)
