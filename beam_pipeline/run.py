@@ -22,7 +22,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from beam_pipeline import api_options, azure_options, local_runner
 from transforms import azure_tables, paths, storage
-from transforms.corpus import ReadCorpus, manifest_rows, set_paths
+from transforms.corpus import ALIASES, ReadCorpus, manifest_rows, set_paths
 from transforms.records import ImageRecord
 from transforms.remote.answer_store import answer_step, legacy_answer_files
 from transforms.remote.api_step import answer_store
@@ -348,7 +348,8 @@ def build_graph(pipeline: beam.Pipeline, plan: RunPlan):
     corpus = pipeline | "ReadCorpus" >> ReadCorpus(
         context.corpus_root, context.corpus_version, context.results, context.result_store
     )
-    records, errors, extras = corpus[RECORDS], [corpus[ERRORS]], {}
+    # The terminal step also gets the files that share bytes (one record each).
+    records, errors, extras = corpus[RECORDS], [corpus[ERRORS]], {ALIASES: corpus[ALIASES]}
     labelled = list(zip(_labels(plan.transforms, plan.steps), plan.transforms, strict=True))
     *steps, terminal = labelled
     last_pixel_step = max(i for i, step in enumerate(plan.steps) if step.needs_pixels)

@@ -5,6 +5,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 from tests import image_factory
 from transforms.ingest import ingest_drop
+from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
 
 
 def make_test_pipeline() -> TestPipeline:
@@ -33,3 +34,13 @@ def azurite():
     emulator = Azurite().start()
     yield emulator
     emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_with_gallery(tmp_path_factory):
+    """The sample drop and a gallery of its two people, (drop folder, gallery folder)."""
+    folder = tmp_path_factory.mktemp("sample-with-gallery")
+    drop, gallery = str(folder / "drop"), str(folder / "gallery")
+    build_sample_corpus(drop)
+    build_sample_gallery(drop, gallery)
+    return drop, gallery

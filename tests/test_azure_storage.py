@@ -92,12 +92,16 @@ def test_azure_ad_sign_in_checks_its_url(monkeypatch):
     root = f"azfs://{ACCOUNT}/corpus"
     url = f"https://{ACCOUNT}.blob.core.windows.net/"
     monkeypatch.setenv(azure_access.CONNECTION_STRING_ENV, "AccountName=x;AccountKey=y")
+    monkeypatch.setenv(azure_access.ACCOUNT_URL_ENV, "")  # restored after the test
     with pytest.raises(AzureAccessError, match="unset it"):
         azure_access.resolve(root, account_url=url)
     monkeypatch.delenv(azure_access.CONNECTION_STRING_ENV)
     access = azure_access.resolve(root, account_url=url)
     assert access.table_url == f"https://{ACCOUNT}.table.core.windows.net"
     assert access.connection_string_env is None
+    # Code that knows only the root (the Delta tables, a worker) signs in the same way.
+    assert azure_access.account_access(ACCOUNT) == access
+    assert azure_access.account_access("other").connection_string_env is not None
     with pytest.raises(AzureAccessError, match="not the corpus account"):
         azure_access.resolve(root, account_url="https://other.blob.core.windows.net")
     with pytest.raises(AzureAccessError, match="no SAS") as sas:

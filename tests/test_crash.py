@@ -11,7 +11,6 @@ import time
 import pytest
 
 from tests.corpus_files import table_rows
-from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
 from transforms.tables import schemas
 
 STEPS = "thumbnail,generalclassification,ocr,facedetection,facecrop,faceprint,facematch"
@@ -19,12 +18,8 @@ TABLES = (schemas.MANIFEST, schemas.IMAGE_SETS, schemas.IMAGES, schemas.FACES, s
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("crash")
-    drop, gallery = str(folder / "drop"), str(folder / "gallery")
-    build_sample_corpus(drop)
-    build_sample_gallery(drop, gallery)
-    return drop, gallery
+def sample(sample_with_gallery):
+    return sample_with_gallery
 
 
 def _commands(sample, root):

@@ -16,7 +16,6 @@ from beam_pipeline.cli import main
 from tests.corpus_files import files_under, table_rows
 from transforms.ingest import ingest_drop
 from transforms.remote.answer_store import AnswerStore
-from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
 from transforms.steps.base import TransformSpec
 from transforms.tables import delta, schemas
 from transforms.tables.result_store import ResultPlan, fingerprint
@@ -61,12 +60,8 @@ def test_fingerprints_follow_parameters_versions_and_upstream():
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sample")
-    drop, gallery = str(folder / "drop"), str(folder / "gallery")
-    build_sample_corpus(drop)
-    build_sample_gallery(drop, gallery)
-    return drop, gallery
+def sample(sample_with_gallery):
+    return sample_with_gallery
 
 
 def _run(root, summary, *extra):

@@ -16,6 +16,8 @@ import re
 from urllib.parse import urlsplit
 
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+# Where `resolve` leaves an Azure AD sign-in's account URL (not a secret) for workers.
+ACCOUNT_URL_ENV = "IMAGINEM_AZURE_ACCOUNT_URL"
 AZFS_SCHEME = "azfs://"
 _CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 
@@ -153,6 +155,19 @@ def _azure_ad_access(account: str, account_url: str) -> AzureAccess:
     return AzureAccess(account, None, blob_url, _table_url_for(blob_url))
 
 
+def account_access(account: str) -> AzureAccess:
+    """The access this process (or a worker it started) was set up with for `account`.
+
+    `resolve` leaves the account URL of an Azure AD sign-in in the environment, as it
+    does a connection string, so code that only knows the corpus root (the Delta
+    tables, on any worker) signs in the same way.
+    """
+    account_url = os.environ.get(ACCOUNT_URL_ENV, "")
+    if (urlsplit(account_url).hostname or "").startswith(f"{account}."):
+        return _azure_ad_access(account, account_url)
+    return AzureAccess(account)
+
+
 def resolve(
     corpus_root: str,
     connection_string_env: str = CONNECTION_STRING_ENV,
@@ -174,7 +189,9 @@ def resolve(
     if account_url:
         if connection_string_file:
             raise AzureAccessError("give an account URL or a connection string file, not both")
-        return _azure_ad_access(account, account_url)
+        access = _azure_ad_access(account, account_url)
+        os.environ[ACCOUNT_URL_ENV] = access.blob_url
+        return access
     if connection_string_file:
         try:
             with open(connection_string_file, encoding="utf-8") as handle:

@@ -273,13 +273,23 @@ _IMAGE_PROPERTIES = (
 
 
 def image_entity(row: Mapping[str, Any], step_columns: Iterable[str], corpus_root: str) -> Entity:
-    """An Images row from an `images` Parquet row; step results as JSON properties."""
-    return build_entity(
+    """An Images row from an `images` row; the given steps' results as JSON properties.
+
+    The entity is merged into the stored one, which keeps the other steps' results: a
+    given step without a result (failed, or left out for size) is written as "", and
+    `omitted_results` always, so no value of an earlier run survives for them.
+    """
+    step_columns = list(step_columns)
+    entity = build_entity(
         image_partition_key(corpus_root, row["corpus_version"], row["set_path"]),
         table_key(row["file_name"]),
         {name: row[name] for name in _IMAGE_PROPERTIES},
         {step: row.get(step) for step in step_columns},
     )
+    for step in step_columns:
+        entity.setdefault(step, "")
+    entity.setdefault(OMITTED, "")
+    return entity
 
 
 def face_entity(row: Mapping[str, Any], corpus_root: str) -> Entity:

@@ -8,8 +8,10 @@ lost — is never written again; its recorded hash is compared instead.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mimetypes
+import time
 
 from transforms import azure_access
 from transforms.azure_access import AzureAccess
@@ -55,27 +57,46 @@ class BlobContainer:
         # Put there by another tool: hash its bytes.
         return hashlib.sha256(blob.download_blob().readall()).hexdigest()
 
-    def copy_new(self, uri: str, source_uri: str, sha256: str) -> bool:
-        """Copies a blob of the same account server-side unless `uri` exists; False if it did.
+    def copy_new(self, uri: str, source_uri: str, sha256: str) -> bool | None:
+        """Copies a blob of the same account server-side unless `uri` exists.
 
-        No byte passes through this machine. The copy is checked once done: a copy
-        the service has not finished, or one whose hash differs, raises.
+        No byte passes through this machine: within one account the service copies
+        with the request's own credentials. The source must carry the expected
+        SHA-256 (recorded when it was uploaded).
+
+        Returns:
+            True if copied, False if a blob was at `uri` already, None if the copy
+            cannot be made here (the bytes are then uploaded).
         """
-        from azure.core.exceptions import ResourceExistsError
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
+        if self.stored_sha256(source_uri) != sha256:
+            return None
         blob = self._blob(uri)
         try:
-            copy = blob.start_copy_from_url(
+            blob.start_copy_from_url(
                 self._blob(source_uri).url,
                 metadata={SHA256_METADATA: sha256},
                 headers={"If-None-Match": "*"},  # only if no blob has that name
-                requires_sync=True,
             )
         except ResourceExistsError:
             return False
-        if copy.get("copy_status") != "success":
-            raise OSError(f"server-side copy of {source_uri} did not complete: {copy}")
-        return True
+        except HttpResponseError:
+            return None
+        return self._copied(blob)
+
+    def _copied(self, blob, timeout_seconds: float = 120.0) -> bool:
+        """Waits for a server-side copy (within an account, usually done at once)."""
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            copy = blob.get_blob_properties().copy
+            if copy.status == "success":
+                return True
+            if copy.status != "pending" or time.monotonic() > deadline:
+                with contextlib.suppress(Exception):
+                    blob.delete_blob()  # never leave a half-copied original
+                raise OSError(f"server-side copy ended {copy.status}: {copy.status_description}")
+            time.sleep(0.5)
 
     def upload_new(self, uri: str, data: bytes, sha256: str) -> bool:
         """Uploads `data` unless a blob exists; returns False if one did."""

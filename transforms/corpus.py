@@ -25,6 +25,8 @@ from transforms.tables.delta import version_filter
 from transforms.tables.result_store import ReadStoredResults, ResultPlan, ResultStore
 
 _TO_READ = "to_read"
+# Output of `ReadCorpus`: image SHA-256 -> every readable file with those bytes.
+ALIASES = "aliases"
 
 
 class IntegrityError(RuntimeError):
@@ -134,13 +136,15 @@ class _StartImages(beam.DoFn):
             error = RejectedAtIngestError(entries[0].rejected_reason)
             yield _error(entries[0], INGEST_STEP, error)
             return
-        results = _newest(stored)
+        recompute = self._plan.recompute if self._plan else frozenset()
+        # A step computed again starts without its old result: a failure leaves none.
+        results = {s: r for s, r in _newest(stored).items() if s not in recompute}
         record = ImageRecord(
             entry=entries[0],
             aliases=tuple(entries[1:]),
             results=results,
             pending=self._plan.pending(results) if self._plan else None,
-            reused=frozenset(results) - (self._plan.recompute if self._plan else frozenset()),
+            reused=frozenset(results),
             **(with_decoded(results.get(StepName.DECODE)) if StepName.DECODE in results else {}),
         )
         if record.must_run(StepName.DECODE):
@@ -191,6 +195,12 @@ def _DealEvenly(records):  # noqa: N802 - a PTransform, named like one
     )
 
 
+def _aliases(record: ImageRecord):
+    """(image SHA-256, its files) for content read from more than one file."""
+    if record.aliases:
+        yield record.entry.image_sha256, record.entries
+
+
 def _error(entry: ManifestEntry, step: str, error: Exception):
     return beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.for_entry(entry, step, error))
 
@@ -210,8 +220,9 @@ class ReadCorpus(beam.PTransform):
         store: where results are stored; without it (or a plan) nothing is reused.
 
     Returns:
-        Outputs `records` (ImageRecord with stored results, and bytes if needed) and
-        `errors` (files rejected at ingest, missing from storage, or changed since).
+        Outputs `records` (ImageRecord with stored results, and bytes if needed),
+        `errors` (files rejected at ingest, missing from storage, or changed since)
+        and `aliases` (image SHA-256 -> the files sharing those bytes).
     """
 
     corpus_root: str
@@ -251,7 +262,9 @@ class ReadCorpus(beam.PTransform):
             | "DealEvenly" >> _DealEvenly()
             | "ReadOriginals" >> beam.ParDo(_ReadOriginals()).with_outputs(ERRORS, main=RECORDS)
         )
+        records = (started[RECORDS], read[RECORDS]) | "AllImages" >> beam.Flatten()
         return {
-            RECORDS: (started[RECORDS], read[RECORDS]) | "AllImages" >> beam.Flatten(),
+            RECORDS: records,
             ERRORS: (started[ERRORS], read[ERRORS]) | "ReadErrors" >> beam.Flatten(),
+            ALIASES: records | "Aliases" >> beam.FlatMap(_aliases),
         }

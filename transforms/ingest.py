@@ -200,6 +200,13 @@ def _copy_into(handle, drop_file: DropFile, sha256: str) -> None:
         raise ChangedDuringIngestError("file changed while it was being ingested")
 
 
+def _holds(uri: str, sha256: str) -> bool:
+    try:
+        return sha256_of_uri(uri) == sha256
+    except Exception:  # noqa: BLE001 - missing or unreadable: the drop's bytes are copied
+        return False
+
+
 class FileSystemDestination:
     """Originals written through Beam's filesystems (a local folder, gs://, ...)."""
 
@@ -210,8 +217,8 @@ class FileSystemDestination:
             True if linked, False if something is at `uri` already, None if this
             store cannot link (the bytes are then copied).
         """
-        if not storage.is_local(uri):
-            return None
+        if not storage.is_local(uri) or not _holds(source_uri, sha256):
+            return None  # another store, or a stored original that is gone or changed
         os.makedirs(os.path.dirname(uri), exist_ok=True)
         try:
             os.link(source_uri, uri)

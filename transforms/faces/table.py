@@ -34,6 +34,17 @@ FACES_SCHEMA = pa.schema(
 )
 
 
+# The columns each face step fills: a run updates those of the steps it includes.
+FACE_STEP_COLUMNS = {
+    StepName.FACE_DETECTION: (
+        "face_id", "image_sha256", "set_path", "box", "keypoints", "score", "detection_model",
+    ),
+    StepName.FACE_CROP: ("crop_uri", "landmarks"),
+    StepName.FACE_PRINT: ("embedding", "embedding_model"),
+    StepName.FACE_MATCH: ("person", "distance", "cluster_id"),
+}  # fmt: skip
+
+
 def _by_face_index(result: Mapping[str, Any] | None, items: str) -> dict[int, dict]:
     return {item["face_index"]: item for item in (result or {}).get(items) or []}
 

@@ -20,9 +20,9 @@ from apache_beam.metrics import Metrics
 from transforms import paths
 from transforms.azure_sink import WriteAzureTables
 from transforms.azure_tables import AzureTables
-from transforms.corpus import set_paths
+from transforms.corpus import ALIASES, set_paths
 from transforms.faces.match import FACE_CLUSTERS, GALLERY_STEP
-from transforms.faces.table import FACES_SCHEMA, face_rows
+from transforms.faces.table import FACE_STEP_COLUMNS, FACES_SCHEMA, face_rows
 from transforms.records import INGEST_STEP, READ_STEP, ErrorRecord, ImageRecord, StepName
 from transforms.steps.base import ERRORS, RECORDS, Step, StepContext
 from transforms.tables import delta, schemas
@@ -31,12 +31,6 @@ from transforms.tables.result_store import ResultStore, StoreNewResults
 IMAGE_ROWS = "image_rows"
 ERROR_ROWS = "error_rows"
 FACE_ROWS = "face_rows"
-FACE_STEPS = (
-    StepName.FACE_DETECTION,
-    StepName.FACE_CROP,
-    StepName.FACE_PRINT,
-    StepName.FACE_MATCH,
-)
 
 
 def _image_rows(record: ImageRecord, step_columns: dict[str, pa.DataType]):
@@ -52,15 +46,12 @@ def _face_rows(record: ImageRecord, clusters: dict[str, str]):
         yield from rows
 
 
-def _aliases(record: ImageRecord):
-    if record.aliases:
-        yield record.entry.image_sha256, record.aliases
-
-
 def _error_rows(error: ErrorRecord, aliases: dict):
-    """The error's row, and one for every other file with the same bytes."""
+    """The error's row, and one for every other file with the same bytes: a step that
+    failed on the content failed for each of them (reading failed for one file only)."""
     rows = [schemas.error_row(error)]
-    for alias in aliases.get(error.image_sha256, ()) if error.image_sha256 else ():
+    shared = error.image_sha256 and error.step not in (INGEST_STEP, READ_STEP)
+    for alias in aliases.get(error.image_sha256, ()) if shared else ():
         if alias.source_path != error.path:
             rows.append({**rows[0], "path": alias.source_path, "uri": alias.uri})
     Metrics.counter(StepName.PIPELINE_OUTPUT, ERROR_ROWS).inc(len(rows))
@@ -195,6 +186,7 @@ class WriteTables(beam.PTransform):
     def expand(self, outputs):
         step_columns = dict(self.step_columns)
         records = outputs[RECORDS]
+        no_aliases = records.pipeline | "NoAliases" >> beam.Create([])
         if self.store is not None:
             records = records | "StoreNewResults" >> StoreNewResults(self.store, self.fingerprints)
         image_rows = records | "ImageRows" >> beam.FlatMap(_image_rows, step_columns)
@@ -207,7 +199,7 @@ class WriteTables(beam.PTransform):
             update_columns=tuple(base_columns + run_columns),
             delete_unmatched=self._version_is(),
         )
-        aliases = beam.pvalue.AsDict(records | "Aliases" >> beam.FlatMap(_aliases))
+        aliases = beam.pvalue.AsDict(outputs[ALIASES] if ALIASES in outputs else no_aliases)
         errors = (
             outputs[ERRORS]
             | "ErrorRows" >> beam.FlatMap(_error_rows, aliases)
@@ -218,11 +210,17 @@ class WriteTables(beam.PTransform):
         )
         written = {schemas.IMAGES: images, schemas.ERRORS: errors}
         rows = {"images": image_rows}
-        if any(step in self.run_steps for step in FACE_STEPS):
-            # The run has every face of the version: they replace the version's faces.
+        face_steps = [step for step in FACE_STEP_COLUMNS if step in self.run_steps]
+        if face_steps:
+            # The run has every face of the version (face steps need facedetection):
+            # faces no longer found go, and only the run's face steps' columns change.
             face_rows_ = self._face_rows(outputs, records)
+            columns = tuple(c for step in face_steps for c in FACE_STEP_COLUMNS[step])
             written[schemas.FACES] = face_rows_ | "MergeFaces" >> self._merge(
-                schemas.FACES, FACES_SCHEMA, delete_unmatched=self._version_is()
+                schemas.FACES,
+                FACES_SCHEMA,
+                update_columns=columns,
+                delete_unmatched=self._version_is(),
             )
             rows["faces"] = face_rows_
         if self.azure_tables is not None:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from transforms import paths, storage
-from transforms.azure_access import AzureAccess, is_azfs, split_azfs
+from transforms.azure_access import AzureAccess, account_access, is_azfs, split_azfs
 
 LOGGER = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ def location(corpus_root: str, table: str, access: AzureAccess | None = None) ->
         return DeltaLocation(folder, folder)
     if is_azfs(corpus_root):
         account, container, prefix = split_azfs(folder)
-        return DeltaLocation(f"abfs://{container}/{prefix}", folder, access or AzureAccess(account))
+        access = access or account_access(account)
+        return DeltaLocation(f"abfs://{container}/{prefix}", folder, access)
     raise ValueError(
         f"metadata tables on {corpus_root.split('://')[0]}:// are not supported yet: use a "
         "local folder or an azfs:// root"

@@ -39,19 +39,23 @@ def migrate_corpus(corpus_root: str) -> list[str]:
     converted = []
     for table, spec in schemas.TABLES.items():
         where = delta.location(corpus_root, table)
-        try:
-            delta.check_not_legacy(where)
-            continue
-        except delta.LegacyTableError:
-            pass
-        if not storage.is_local(corpus_root):
-            raise ValueError(
-                "only local corpora can be migrated in place: copy the corpus to a local "
-                "folder, migrate it there, and copy its metadata/ folder back"
-            )
-        rows = _legacy_rows(where.folder)
         backup = where.folder + BACKUP_SUFFIX
-        os.rename(where.folder, backup)
+        # An earlier migration may have stopped between moving the old files aside and
+        # committing the new table: it is taken up from the old files.
+        interrupted = storage.is_local(corpus_root) and os.path.isdir(backup)
+        if not (interrupted and not delta.exists(where)):
+            try:
+                delta.check_not_legacy(where)
+                continue
+            except delta.LegacyTableError:
+                pass
+            if not storage.is_local(corpus_root):
+                raise ValueError(
+                    "only local corpora can be migrated in place: copy the corpus to a "
+                    "local folder, migrate it there, and copy its metadata/ folder back"
+                )
+            os.rename(where.folder, backup)
+        rows = _legacy_rows(backup)
         if rows.num_rows:
             delta.append(where, rows, spec.partition_by, delta.commit_metadata("migrate"))
         converted.append(paths.join(corpus_root, paths.METADATA_DIR, table))
