@@ -142,9 +142,13 @@ def test_a_gallery_change_recomputes_only_matching(sample, tmp_path):
     assert second["steps"]["facematch"]["computed"] == 16
     assert {r["person"] for r in table_rows(root, "faces")} == {people[0], None}
     assert files_under(os.path.join(root, "transform")) == chips
-    # A run without face steps leaves the faces as they are.
+    # A run without face steps leaves the faces as they are; one with detection alone
+    # changes only the detection's columns.
+    faces = sorted(table_rows(root, "faces"), key=str)
     _run(root, summary, "--steps", "thumbnail")
-    assert len(table_rows(root, "faces")) == 2
+    assert sorted(table_rows(root, "faces"), key=str) == faces
+    _run(root, summary, "--steps", "facedetection")
+    assert sorted(table_rows(root, "faces"), key=str) == faces
 
 
 def test_a_new_version_transfers_and_computes_only_its_new_images(sample, tmp_path, capsys):
@@ -329,3 +333,19 @@ def test_faces_without_embeddings_read_everywhere(sample, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["2", "2", "2"]
+
+
+def test_every_file_with_the_same_bad_bytes_is_in_errors(tmp_path):
+    drop, root = tmp_path / "drop", str(tmp_path / "corpus")
+    for name in ("a/broken.jpg", "b/copy.jpg", "c/again.jpg"):
+        (drop / name).parent.mkdir(parents=True, exist_ok=True)
+        (drop / name).write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(drop / "fine.png")
+    ingest_drop(str(drop), root, "v1")
+    os.remove(os.path.join(root, "original", "c", "v1", "again.jpg"))
+    assert main(["run", "--corpus", root, "--version", "v1", "--steps", "decode"]) == 0
+    errors = {(row["path"], row["step"]) for row in table_rows(root, schemas.ERRORS)}
+    # The content fails to decode for both files that hold it; the missing file alone
+    # fails to read.
+    assert errors == {("a/broken.jpg", "decode"), ("b/copy.jpg", "decode"), ("c/again.jpg", "read")}
+    assert [row["source_path"] for row in table_rows(root, schemas.IMAGES)] == ["fine.png"]
