@@ -23,9 +23,11 @@ from tests.corpus_files import table_rows
 from transforms import azure_access, paths
 from transforms.azure_tables import FACES, IMAGE_SETS, IMAGE_TRANSFORMS, IMAGES
 from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
+from transforms.steps.base import TransformSpec
 from transforms.table_keys import MAX_KEY_CHARS, table_key
 from transforms.tables import schemas
 from transforms.tables.schemas import FACES as FACES_PARQUET
+from transforms.transform_table import TransformVersionConflict, register_transform
 
 CONTAINER = "e2e-corpus"
 ROOT = f"azfs://{ACCOUNT}/{CONTAINER}"
@@ -215,3 +217,41 @@ def test_help_shows_no_secret(azurite):
     env = {**os.environ, azure_access.CONNECTION_STRING_ENV: azurite.connection_string}
     for command in ("ingest", "run"):
         assert "--azure-connection-string-file" in _imaginem(command, "--help", env=env)
+
+
+def _ingest_process(drop, root, env):
+    return subprocess.Popen(
+        [sys.executable, "-m", "beam_pipeline.cli", "ingest", drop, "--corpus", root,
+         "--version", "v1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+
+
+def test_concurrent_ingests_into_one_version_on_azure_keep_both(azurite, tmp_path):
+    root = f"azfs://{ACCOUNT}/concurrent-ingests"
+    env = {**os.environ, azure_access.CONNECTION_STRING_ENV: azurite.connection_string}
+    drops = []
+    for name in ("a", "b"):
+        files = {
+            f"{name}/{i}.png": image_factory.png_bytes(20 + i, 10 + ord(name)) for i in range(4)
+        }
+        image_factory.write_files(str(tmp_path / name), files)
+        drops.append(str(tmp_path / name))
+    processes = [_ingest_process(drop, root, env) for drop in drops]
+    for process in processes:
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output
+    os.environ[azure_access.CONNECTION_STRING_ENV] = azurite.connection_string
+    try:
+        FileSystems.set_options(PipelineOptions([]))
+        manifest = sorted(row["source_path"] for row in table_rows(root, schemas.MANIFEST, "v1"))
+        spec = TransformSpec("thumbnail", "1", "1", {"quality": 80})
+        assert register_transform(root, spec) is True
+        with pytest.raises(TransformVersionConflict):
+            register_transform(root, TransformSpec("thumbnail", "1", "1", {"quality": 90}))
+    finally:
+        del os.environ[azure_access.CONNECTION_STRING_ENV]
+    assert manifest == sorted(f"{name}/{i}.png" for name in "ab" for i in range(4))
