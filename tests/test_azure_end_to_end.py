@@ -194,6 +194,33 @@ def test_running_again_uploads_rewrites_and_duplicates_nothing(azure_runs):
         assert sorted(keys) == sorted((e["PartitionKey"], e["RowKey"]) for e in entities), table
 
 
+AZURE_READERS = """
+import sys
+import duckdb
+import polars as pl
+from deltalake import DeltaTable
+from transforms.tables import delta
+
+root = sys.argv[1]
+where = {name: delta.location(root, name) for name in ("images", "faces", "errors")}
+images = DeltaTable(where["images"].uri, storage_options=where["images"].storage_options())
+images = images.to_pyarrow_dataset()
+faces = pl.read_delta(where["faces"].uri, storage_options=where["faces"].storage_options())
+print(duckdb.sql("SELECT count(*) FROM images").fetchall()[0][0], faces.height)
+"""
+
+
+def test_tables_on_azure_read_with_deltalake_polars_and_duckdb(azure_runs, azurite):
+    env = {**os.environ, azure_access.CONNECTION_STRING_ENV: azurite.connection_string}
+    done = subprocess.run(
+        [sys.executable, "-c", AZURE_READERS, ROOT], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    images, faces = map(int, done.stdout.split())
+    assert images == len(azure_runs["parquet"][schemas.IMAGES])
+    assert faces == len(azure_runs["parquet"][FACES_PARQUET]) > 0
+
+
 def test_a_partial_run_keeps_the_other_steps_in_azure_tables(azure_runs):
     _, before = azure_runs["second"]
     _, after = azure_runs["partial"]
@@ -230,7 +257,7 @@ def _ingest_process(drop, root, env):
     )  # fmt: skip
 
 
-def test_concurrent_ingests_into_one_version_on_azure_keep_both(azurite, tmp_path):
+def test_concurrent_ingests_into_one_version_on_azure_keep_both(azurite, tmp_path, monkeypatch):
     root = f"azfs://{ACCOUNT}/concurrent-ingests"
     env = {**os.environ, azure_access.CONNECTION_STRING_ENV: azurite.connection_string}
     drops = []
@@ -244,14 +271,11 @@ def test_concurrent_ingests_into_one_version_on_azure_keep_both(azurite, tmp_pat
     for process in processes:
         output, _ = process.communicate(timeout=300)
         assert process.returncode == 0, output
-    os.environ[azure_access.CONNECTION_STRING_ENV] = azurite.connection_string
-    try:
-        FileSystems.set_options(PipelineOptions([]))
-        manifest = sorted(row["source_path"] for row in table_rows(root, schemas.MANIFEST, "v1"))
-        spec = TransformSpec("thumbnail", "1", "1", {"quality": 80})
-        assert register_transform(root, spec) is True
-        with pytest.raises(TransformVersionConflict):
-            register_transform(root, TransformSpec("thumbnail", "1", "1", {"quality": 90}))
-    finally:
-        del os.environ[azure_access.CONNECTION_STRING_ENV]
+    monkeypatch.setenv(azure_access.CONNECTION_STRING_ENV, azurite.connection_string)
+    FileSystems.set_options(PipelineOptions([]))
+    manifest = sorted(row["source_path"] for row in table_rows(root, schemas.MANIFEST, "v1"))
+    spec = TransformSpec("thumbnail", "1", "1", {"quality": 80})
+    assert register_transform(root, spec) is True
+    with pytest.raises(TransformVersionConflict):
+        register_transform(root, TransformSpec("thumbnail", "1", "1", {"quality": 90}))
     assert manifest == sorted(f"{name}/{i}.png" for name in "ab" for i in range(4))

@@ -1,6 +1,7 @@
 """`kill -9` of ingest or run at some moment, then the same command again: the tables
 equal those of a run that was never interrupted, and nothing temporary is left."""
 
+import functools
 import json
 import os
 import signal
@@ -135,3 +136,26 @@ def test_killed_then_run_again_equals_a_clean_run(sample, clean_tables, tmp_path
         _imaginem(commands[name])
     assert _tables(root) == clean_tables
     assert _temporary_files(root) == []
+
+
+def test_killed_on_azure_after_results_were_stored_then_run_again(sample, azurite, monkeypatch):
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from tests.azurite import ACCOUNT
+    from transforms import azure_access
+    from transforms.tables import delta
+
+    monkeypatch.setenv(azure_access.CONNECTION_STRING_ENV, azurite.connection_string)
+    FileSystems.set_options(PipelineOptions([]))
+    tables = {}
+    for name in ("clean", "killed"):
+        root = f"azfs://{ACCOUNT}/crash-{name}"
+        commands = _commands(sample, root)
+        _imaginem(commands["ingest"])
+        if name == "killed":
+            stored = functools.partial(delta.exists, delta.location(root, schemas.RESULTS))
+            assert _imaginem(commands["run"], kill_when=stored)
+        _imaginem(commands["run"])
+        tables[name] = _tables(root)
+    assert tables["killed"] == tables["clean"]
