@@ -214,13 +214,14 @@ def migrate(argv: list[str]) -> int:
     )
     parser.add_argument("--corpus", required=True, help="corpus root: a local folder")
     args = parser.parse_args(argv)
+    root = absolute_root(args.corpus)
     try:
-        converted = migrate_corpus(absolute_root(args.corpus))
+        converted = migrate_corpus(root)
     except ValueError as error:
         parser.error(str(error))
     for table in converted:
         print(f"Converted {table} (the old files are kept in {table}{BACKUP_SUFFIX})")
-    answers = import_legacy_answers(absolute_root(args.corpus))
+    answers = import_legacy_answers(root)
     if answers:
         print(f"Moved {answers} stored API answer(s) into the results table")
     print(f"{len(converted)} table(s) converted" if converted or answers else "Nothing to convert")

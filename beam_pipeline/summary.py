@@ -17,8 +17,6 @@ from transforms.steps.output import ERROR_ROWS, FACE_ROWS, IMAGE_ROWS
 from transforms.tables import result_store, schemas
 from transforms.tables.schemas import FACES
 
-_SKIPPED_EXISTING = "skipped_existing"
-
 
 def step_counters(result: PipelineResult) -> dict[str, dict[str, int]]:
     """namespace -> counter name -> value, summed over the graph's stages."""
@@ -33,8 +31,8 @@ def _describe(counters: dict[str, int]) -> str:
     parts = [f"{counters.get('processed', 0)} processed"]
     if counters.get(Outcome.REUSED):
         parts.append(f"{counters[Outcome.REUSED]} reused (stored result)")
-    if counters.get(_SKIPPED_EXISTING):
-        parts.append(f"{counters[_SKIPPED_EXISTING]} skipped (output already there)")
+    if counters.get(Outcome.SKIPPED_EXISTING):
+        parts.append(f"{counters[Outcome.SKIPPED_EXISTING]} skipped (output already there)")
     if counters.get("skipped_upstream_failed"):
         parts.append(f"{counters['skipped_upstream_failed']} skipped (earlier step failed)")
     parts.append(f"{counters.get('failed', 0)} failed")
@@ -74,7 +72,7 @@ def _describe_azure(counters: dict[str, int]) -> str:
 def step_outcomes(counters: dict[str, int]) -> dict[str, int]:
     """One step's results: computed by this run, reused from the store, failed."""
     return {
-        "computed": counters.get(Outcome.PROCESSED, 0) + counters.get(_SKIPPED_EXISTING, 0),
+        "computed": counters.get(Outcome.PROCESSED, 0) + counters.get(Outcome.SKIPPED_EXISTING, 0),
         "reused": counters.get(Outcome.REUSED, 0),
         "failed": counters.get("failed", 0),
         "skipped_upstream_failed": counters.get("skipped_upstream_failed", 0),
@@ -85,6 +83,7 @@ def summary_record(result: PipelineResult, steps: list[str]) -> dict:
     """The run's summary as data, for `--summary-json` and schedulers."""
     counters = step_counters(result)
     output = counters.get(StepName.PIPELINE_OUTPUT, {})
+    read = counters.get(READ_STEP, {})
     return {
         "status": str(result.state),
         "steps": {
@@ -93,9 +92,9 @@ def summary_record(result: PipelineResult, steps: list[str]) -> dict:
             if step != StepName.PIPELINE_OUTPUT
         },
         "read": {
-            "read": counters.get(READ_STEP, {}).get("processed", 0),
-            "not_needed": counters.get(READ_STEP, {}).get("not_needed", 0),
-            "failed": counters.get(READ_STEP, {}).get("failed", 0),
+            "read": read.get(Outcome.PROCESSED, 0),
+            "not_needed": read.get("not_needed", 0),
+            "failed": read.get("failed", 0),
             "rejected_at_ingest": counters.get(INGEST_STEP, {}).get("failed", 0),
         },
         "results_stored": counters.get(result_store.NAMESPACE, {}).get("stored", 0),

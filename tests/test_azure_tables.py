@@ -68,6 +68,13 @@ def test_face_embedding_is_stored_as_float32_bytes():
     assert np.frombuffer(entity["embedding"], "<f4").tolist() == [0.5] * 128
     assert entity["box"] == '{"left":1,"top":2,"right":3,"bottom":4}'
     assert "person" not in entity
+    # A run with only some face steps: merged into the stored entity, it carries just
+    # their columns, a missing value as "" so that no earlier value survives.
+    matched_only = azure_tables.face_entity(row, "azfs://acct/photos", ("person", "distance"))
+    assert {k for k in matched_only if k not in ("PartitionKey", "RowKey")} == {
+        "corpus_version", "source_path", "face_index", "file_name", "person", "distance",
+    }  # fmt: skip
+    assert matched_only["person"] == matched_only["distance"] == ""
 
 
 def test_transformed_set_never_shares_a_key_with_its_original():

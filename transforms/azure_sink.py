@@ -5,7 +5,7 @@ transactions of up to 100 entities. A run writes every image of its version, so
 after writing an `Images` partition (one per image set) rows it did not write, files
 that left the version, are deleted; an image's entity is merged, so the results of
 steps this run did not include are kept. `Faces` partitions are replaced the same
-way, and only by a run that includes the face steps.
+way by a run with face steps, which merges only its face steps' columns.
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ class WriteAzureTables(beam.PTransform):
 
     Args:
         step_columns: the result columns of the steps this run included.
+        face_columns: the `faces` columns of the face steps this run included.
         set_paths: every set path of the corpus version (the partitions it owns).
     """
 
@@ -121,6 +122,7 @@ class WriteAzureTables(beam.PTransform):
     corpus_version: str
     step_columns: tuple[str, ...]
     set_paths: tuple[str, ...]
+    face_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -141,9 +143,10 @@ class WriteAzureTables(beam.PTransform):
         if "faces" in rows:
             written["faces"] = (
                 rows["faces"]
-                | "FaceEntities" >> beam.Map(azure_tables.face_entity, self.corpus_root)
+                | "FaceEntities"
+                >> beam.Map(azure_tables.face_entity, self.corpus_root, self.face_columns)
                 | "WriteFaces"
-                >> WriteAzureTable(self.tables, azure_tables.FACES, owned, replace=True)
+                >> WriteAzureTable(self.tables, azure_tables.FACES, owned, replace=True, merge=True)
             )
         root, version = self.corpus_root, self.corpus_version
         sets = (

@@ -292,19 +292,34 @@ def image_entity(row: Mapping[str, Any], step_columns: Iterable[str], corpus_roo
     return entity
 
 
-def face_entity(row: Mapping[str, Any], corpus_root: str) -> Entity:
-    """A Faces row from a `faces` Parquet row; the embedding as 128 little-endian float32."""
+_FACE_KEY_PROPERTIES = ("corpus_version", "source_path", "face_index")
+
+
+def face_entity(
+    row: Mapping[str, Any], corpus_root: str, columns: Iterable[str] | None = None
+) -> Entity:
+    """A Faces row from a `faces` row; the embedding as 128 little-endian float32.
+
+    Args:
+        columns: only these columns (those of the run's face steps), each written even
+            without a value (as ""), so that merged into the stored entity no value
+            of an earlier run survives for them; None for all.
+    """
     file_name = row["source_path"].rpartition("/")[2]
-    properties = dict(row)
+    kept = None if columns is None else {*_FACE_KEY_PROPERTIES, *columns}
+    properties = {k: v for k, v in row.items() if kept is None or k in kept}
     properties["file_name"] = file_name
-    embedding = properties.pop("embedding")
+    embedding = properties.pop("embedding", None)
     if embedding is not None:
         properties["embedding"] = np.asarray(embedding, dtype="<f4").tobytes()
-    return build_entity(
+    entity = build_entity(
         image_partition_key(corpus_root, row["corpus_version"], row["set_path"]),
         table_key(file_name, f"{row['face_index']:04d}"),
         properties,
     )
+    for column in columns or ():
+        entity.setdefault(column, "")
+    return entity
 
 
 def transactions(entities: Iterable[Entity]) -> Iterator[list[Entity]]:

@@ -17,18 +17,15 @@ image's answer in its record.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow.dataset as pads
 
 from transforms import paths, storage
-from transforms.azure_access import AzureAccess
 from transforms.records import ImageRecord
 from transforms.tables import delta
-from transforms.tables.result_store import ResultStore, fingerprint
+from transforms.tables.result_store import ResultStore, decode, fingerprint, result_row
 
 _ANSWER = ":answer"  # step names are identifiers, so this never meets a real step
 
@@ -70,7 +67,6 @@ class AnswerStore:
     step: str
     backend: str
     model_version: str
-    access: AzureAccess | None = None
 
     @property
     def key(self) -> str:
@@ -83,7 +79,7 @@ class AnswerStore:
 
     @property
     def _results(self) -> ResultStore:
-        return ResultStore(self.corpus_root, self.access)
+        return ResultStore(self.corpus_root)
 
     def _mine(self) -> pads.Expression:
         return (pads.field("step") == self.key) & (pads.field("fingerprint") == self.fingerprint)
@@ -95,17 +91,8 @@ class AnswerStore:
 
     def put(self, answers: Mapping[str, StoredAnswer], corpus_version: str) -> None:
         """Commits answers by image SHA-256, all at once; a second copy is harmless."""
-        now = datetime.datetime.now(datetime.UTC)
         rows = [
-            {
-                "image_sha256": sha,
-                "step": self.key,
-                "step_version": "1",
-                "fingerprint": self.fingerprint,
-                "result": json.dumps(answer.to_dict()),
-                "computed_at": now,
-                "corpus_version": corpus_version,
-            }
+            result_row(sha, self.key, "1", self.fingerprint, answer.to_dict(), corpus_version)
             for sha, answer in answers.items()
         ]
         if rows:
@@ -118,7 +105,7 @@ class AnswerStore:
         if not table.num_rows:
             return {}
         return {
-            sha: StoredAnswer.from_dict(json.loads(result))
+            sha: StoredAnswer.from_dict(decode(result))
             for sha, result in zip(*(c.to_pylist() for c in table.columns), strict=True)
         }
 
@@ -147,7 +134,7 @@ def import_legacy_answers(corpus_root: str) -> int:
     by_store: dict[tuple[str, str, str], dict[str, StoredAnswer]] = {}
     for uri in files:
         step, backend, model_version, name = uri.rsplit("/", 4)[1:]
-        answer = StoredAnswer.from_dict(json.loads(storage.read_bytes(uri)))
+        answer = StoredAnswer.from_dict(decode(storage.read_bytes(uri)))
         by_store.setdefault((step, backend, model_version), {})[name.removesuffix(".json")] = answer
     for (step, backend, model_version), answers in by_store.items():
         AnswerStore(corpus_root, step, backend, model_version).put(answers, "")

@@ -3,8 +3,8 @@
 
 A run merges, never wipes: it updates the columns of the steps it included and
 leaves every other step's column as an earlier run left it. Rows of files that left
-the version are deleted; `faces` rows are replaced only by a run with the face steps,
-and `errors` rows only for the steps the run included.
+the version are deleted; a run with face steps deletes the faces no longer found and
+updates only its face steps' columns; `errors` rows change only for its steps.
 """
 
 from __future__ import annotations
@@ -186,7 +186,6 @@ class WriteTables(beam.PTransform):
     def expand(self, outputs):
         step_columns = dict(self.step_columns)
         records = outputs[RECORDS]
-        no_aliases = records.pipeline | "NoAliases" >> beam.Create([])
         if self.store is not None:
             records = records | "StoreNewResults" >> StoreNewResults(self.store, self.fingerprints)
         image_rows = records | "ImageRows" >> beam.FlatMap(_image_rows, step_columns)
@@ -199,7 +198,7 @@ class WriteTables(beam.PTransform):
             update_columns=tuple(base_columns + run_columns),
             delete_unmatched=self._version_is(),
         )
-        aliases = beam.pvalue.AsDict(outputs[ALIASES] if ALIASES in outputs else no_aliases)
+        aliases = _as_dict(outputs, ALIASES, "NoAliases")
         errors = (
             outputs[ERRORS]
             | "ErrorRows" >> beam.FlatMap(_error_rows, aliases)
@@ -210,16 +209,20 @@ class WriteTables(beam.PTransform):
         )
         written = {schemas.IMAGES: images, schemas.ERRORS: errors}
         rows = {"images": image_rows}
-        face_steps = [step for step in FACE_STEP_COLUMNS if step in self.run_steps]
-        if face_steps:
+        face_columns = tuple(
+            column
+            for step, columns in FACE_STEP_COLUMNS.items()
+            if step in self.run_steps
+            for column in columns
+        )
+        if face_columns:
             # The run has every face of the version (face steps need facedetection):
             # faces no longer found go, and only the run's face steps' columns change.
             face_rows_ = self._face_rows(outputs, records)
-            columns = tuple(c for step in face_steps for c in FACE_STEP_COLUMNS[step])
             written[schemas.FACES] = face_rows_ | "MergeFaces" >> self._merge(
                 schemas.FACES,
                 FACES_SCHEMA,
-                update_columns=columns,
+                update_columns=face_columns,
                 delete_unmatched=self._version_is(),
             )
             rows["faces"] = face_rows_
@@ -230,15 +233,20 @@ class WriteTables(beam.PTransform):
                 self.corpus_version,
                 tuple(run_columns),
                 self.set_paths,
+                face_columns,
             )
         return written
 
     def _face_rows(self, outputs, records):
-        if FACE_CLUSTERS in outputs:
-            clusters = beam.pvalue.AsDict(outputs[FACE_CLUSTERS])
-        else:
-            clusters = beam.pvalue.AsDict(records.pipeline | "NoClusters" >> beam.Create([]))
+        clusters = _as_dict(outputs, FACE_CLUSTERS, "NoClusters")
         return records | "FaceRows" >> beam.FlatMap(_face_rows, clusters)
+
+
+def _as_dict(outputs: dict, tag: str, label: str):
+    """An optional input as a dict side input, empty where no step produced it."""
+    if tag in outputs:
+        return beam.pvalue.AsDict(outputs[tag])
+    return beam.pvalue.AsDict(outputs[RECORDS].pipeline | label >> beam.Create([]))
 
 
 def _build(context: StepContext) -> WriteTables:

@@ -128,6 +128,10 @@ def _build(context: StepContext) -> MakeThumbnails:
     )
 
 
+def _result_parameters(step: MakeThumbnails) -> dict[str, Any]:
+    return {"transform_version": step.transform_version, **step.parameters()}
+
+
 def _transform_spec(context: StepContext) -> TransformSpec:
     step = _build(context)
     return TransformSpec(TRANSFORM_NAME, step.transform_version, STEP_VERSION, step.parameters())
@@ -162,8 +166,5 @@ STEP = Step(
     add_options=_add_options,
     transform_spec=_transform_spec,
     description="JPEG thumbnail under transform/thumbnail/<version>/",
-    parameters=lambda context: {
-        "transform_version": _build(context).transform_version,
-        **_build(context).parameters(),
-    },
+    parameters=lambda context: _result_parameters(_build(context)),
 )

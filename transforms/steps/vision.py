@@ -177,6 +177,10 @@ def _crop_spec(context: StepContext) -> TransformSpec:
     )
 
 
+def _crop_result_parameters(step: crop.CropFaces) -> dict:
+    return {"transform_version": step.transform_version, **step.parameters()}
+
+
 def _crop_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--facecrop-version",
@@ -260,10 +264,7 @@ STEPS = [
         result_type=crop.RESULT_TYPE,
         add_options=_crop_options,
         transform_spec=_crop_spec,
-        parameters=lambda context: {
-            "transform_version": _build_crop(context).transform_version,
-            **_build_crop(context).parameters(),
-        },
+        parameters=lambda context: _crop_result_parameters(_build_crop(context)),
         hands_on=True,  # the chips faceprint embeds
         description="aligned 150 px face chips under transform/facecrop/<version>/",
     ),

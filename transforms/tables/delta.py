@@ -203,13 +203,11 @@ class Merge:
         update_columns: columns a matched row takes from the source; None for all.
         delete_unmatched: a SQL predicate on the target (alias `t`): its rows that
             no source row matched are deleted (e.g. "t.corpus_version = 'v1'").
-        insert: insert source rows that match nothing (False: update only).
     """
 
     keys: tuple[str, ...]
     update_columns: tuple[str, ...] | None = None
     delete_unmatched: str | None = None
-    insert: bool = True
 
 
 def merge(
@@ -237,8 +235,7 @@ def merge(
             merger = merger.when_matched_update_all()
         elif plan.update_columns:
             merger = merger.when_matched_update({c: f"s.{c}" for c in plan.update_columns})
-        if plan.insert:
-            merger = merger.when_not_matched_insert_all()
+        merger = merger.when_not_matched_insert_all()
         if plan.delete_unmatched:
             merger = merger.when_not_matched_by_source_delete(plan.delete_unmatched)
         return merger.execute()

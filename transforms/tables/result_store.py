@@ -144,16 +144,33 @@ class ResultStore:
 _COLUMNS = ("image_sha256", "step", "computed_at", "result")
 
 
-def result_row(record: ImageRecord, step: str, step_fingerprint: str) -> dict[str, Any]:
+def result_row(
+    image_sha256: str,
+    step: str,
+    step_version: str,
+    step_fingerprint: str,
+    result: Any,
+    corpus_version: str,
+) -> dict[str, Any]:
+    """A row of the `results` table, computed now."""
     return {
-        "image_sha256": record.entry.image_sha256,
+        "image_sha256": image_sha256,
         "step": step,
-        "step_version": str((record.results[step] or {}).get("step_version", "")),
+        "step_version": step_version,
         "fingerprint": step_fingerprint,
-        "result": encode(record.results[step]),
+        "result": encode(result),
         "computed_at": datetime.datetime.now(datetime.UTC),
-        "corpus_version": record.entry.corpus_version,
+        "corpus_version": corpus_version,
     }
+
+
+def _computed_row(record: ImageRecord, step: str, step_fingerprint: str) -> dict[str, Any]:
+    result = record.results[step]
+    entry = record.entry
+    version = str(result.get("step_version", "")) if isinstance(result, dict) else ""
+    return result_row(
+        entry.image_sha256, step, version, step_fingerprint, result, entry.corpus_version
+    )
 
 
 class _ReadStoredShare(beam.DoFn):
@@ -219,20 +236,20 @@ class _StoreNewResults(beam.DoFn):
         pending = record.pending if record.pending is not None else frozenset(self._fingerprints)
         for step in sorted(pending - record.reused):  # a result is stored once
             if step in self._fingerprints and record.results.get(step) is not None:
-                self._rows.append(result_row(record, step, self._fingerprints[step]))
+                self._rows.append(_computed_row(record, step, self._fingerprints[step]))
         if len(self._rows) >= FLUSH_ROWS or time.monotonic() - self._flushed > FLUSH_SECONDS:
-            self._flush(record.entry.corpus_version)
+            self._flush()
         yield record
 
     def finish_bundle(self) -> None:
-        self._flush("")
+        self._flush()
 
-    def _flush(self, corpus_version: str) -> None:
+    def _flush(self) -> None:
         self._flushed = time.monotonic()
         if not self._rows:
             return
         rows, self._rows = self._rows, []
-        self._store.append(rows, corpus_version or rows[0]["corpus_version"])
+        self._store.append(rows, rows[0]["corpus_version"])
         self._stored.inc(len(rows))
 
 
