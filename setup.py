@@ -10,9 +10,9 @@ setup(
     packages=[
         "beam_pipeline",
         "transforms",
-        "transforms.faces",
+        "transforms.tasks.faces",
         "transforms.remote",
-        "transforms.steps",
+        "transforms.tasks",
         "transforms.tables",
     ],
     install_requires=[

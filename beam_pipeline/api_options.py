@@ -10,9 +10,8 @@ import dataclasses
 
 from beam_pipeline.arg_types import positive
 from transforms.remote import endpoints
+from transforms.remote.api import Api
 from transforms.remote.api_step import API_RETRY, ApiSettings
-from transforms.remote.apis import Api
-from transforms.remote.backends import STEPS_WITH_BACKENDS, chosen_api
 from transforms.remote.quota import QuotaServer, Rate, parse_rate
 
 
@@ -89,17 +88,16 @@ class ApiPlan:
     quota: QuotaServer | None  # started with the pipeline, stopped after it
 
 
-def resolve(args: argparse.Namespace, step_names: list[str]) -> ApiPlan | None:
+def resolve(args: argparse.Namespace, chosen: dict[str, Api]) -> ApiPlan | None:
     """Endpoints, keys and the quota service for the steps that run on an API.
+
+    Args:
+        args: the parsed flags.
+        chosen: step -> the API its settings chose, for the run's steps on an API.
 
     Raises:
         ValueError: a missing endpoint or key, or a bad config file.
     """
-    chosen = {
-        step: api
-        for step in STEPS_WITH_BACKENDS
-        if step in step_names and (api := chosen_api(step, args))
-    }
     if not chosen:
         return None
     config = endpoints.read_config(args.api_config) if args.api_config else {}

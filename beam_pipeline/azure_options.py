@@ -10,9 +10,9 @@ import argparse
 import dataclasses
 import logging
 
-from transforms import azure_access
-from transforms.azure_access import AzureAccess, AzureAccessError
-from transforms.azure_tables import AzureTables, check_table_prefix
+from transforms.io import azure_access
+from transforms.io.azure_access import AzureAccess, AzureAccessError
+from transforms.tables.azure_tables import AzureTables, check_table_prefix
 
 # Beam's own flag would put the secret on the command line and into pipeline options.
 FORBIDDEN_BEAM_FLAG = "--azure_connection_string"

@@ -20,21 +20,21 @@ from beam_pipeline.diff import diff_versions, needed_results
 from beam_pipeline.dry_run import estimate
 from beam_pipeline.summary import summarize, summary_record, write_summary_json
 from transforms import paths
-from transforms.blob_upload import BlobContainer
-from transforms.corpus import image_hashes
-from transforms.ingest import (
+from transforms.corpus.ingest import (
     DEFAULT_MAX_PARALLEL,
     DEFAULT_MAX_PARALLEL_METADATA,
     BlobDestination,
     IngestReport,
     ingest_drop,
 )
+from transforms.corpus.read import image_hashes
+from transforms.corpus.sample import build_sample_corpus, build_sample_gallery
+from transforms.io.blobs import BlobContainer
+from transforms.io.storage import absolute_root
 from transforms.remote.answer_store import import_legacy_answers
 from transforms.retry import describe
-from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
-from transforms.steps.registry import load_registry
-from transforms.storage import absolute_root
 from transforms.tables.migrate import BACKUP_SUFFIX, migrate_corpus
+from transforms.tasks.registry import load_registry
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOGGER = logging.getLogger("imaginem")
@@ -137,7 +137,7 @@ def run(argv: list[str]) -> int:
         print(f"imaginem run: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     context = plan.context
-    if context.option("dry_run"):
+    if plan.dry_run:
         if plan.api is None:
             print("Dry run: no step runs on a remote API, so no API call would be made")
         else:
@@ -157,7 +157,7 @@ def run(argv: list[str]) -> int:
         )
         return EXIT_FAILED
     print(summarize(result, context.corpus_root, context.corpus_version, plan.step_names))
-    if path := context.option("summary_json"):
+    if path := plan.summary_json:
         write_summary_json(path, summary_record(result, plan.step_names))
     # Bad input images are reported in the errors table; they do not fail the run.
     return EXIT_OK if result.state == "DONE" else EXIT_FAILED

@@ -6,7 +6,7 @@ import dataclasses
 from collections import Counter
 
 from beam_pipeline.run import RunPlan
-from transforms.corpus import manifest_rows
+from transforms.corpus.read import manifest_rows
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from beam_pipeline.api_options import ApiPlan
-from transforms.corpus import image_hashes
+from transforms.corpus.read import image_hashes
 from transforms.remote.api_step import answer_store
 
 

@@ -14,23 +14,29 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
-from beam_pipeline import api_options, azure_options, local_runner
-from transforms import azure_tables, paths, storage
-from transforms.corpus import ALIASES, ReadCorpus, manifest_rows, set_paths
+from beam_pipeline import api_options, azure_options, local_runner, step_options
+from transforms import paths
+from transforms.corpus.read import ALIASES, ReadCorpus, manifest_rows, set_paths
+from transforms.io import storage
+from transforms.per_image import ERRORS, RECORDS
 from transforms.records import ImageRecord
 from transforms.remote.answer_store import answer_step, legacy_answer_files
+from transforms.remote.api import Api
 from transforms.remote.api_step import answer_store
-from transforms.remote.apis import Api
 from transforms.retry import describe
-from transforms.steps import ERRORS, RECORDS, Step, StepContext
-from transforms.steps.base import TransformSpec
-from transforms.steps.registry import (
+from transforms.tables import azure_tables, delta, schemas
+from transforms.tables.result_store import ResultPlan, ResultStore, fingerprint
+from transforms.tables.transforms import TransformSpec, register_transform, transform_row
+from transforms.tasks.base import Step, StepContext
+from transforms.tasks.on_api import chosen_api
+from transforms.tasks.registry import (
     DEFAULT_DEFINITION,
     StepDefinitionError,
     dependencies,
@@ -38,9 +44,6 @@ from transforms.steps.registry import (
     parse_definition,
     resolve_steps,
 )
-from transforms.tables import delta, schemas
-from transforms.tables.result_store import ResultPlan, ResultStore, fingerprint
-from transforms.transform_table import register_transform, transform_row
 
 LOGGER = logging.getLogger("imaginem")
 
@@ -60,6 +63,8 @@ class RunPlan:
     beam_flags: list[str]
     api: api_options.ApiPlan | None = None  # the steps run on remote APIs
     transform_specs: tuple[TransformSpec, ...] = ()  # transform versions the run writes
+    dry_run: bool = False  # only estimate the API calls
+    summary_json: str | None = None  # where the summary also goes, as JSON
 
     @property
     def step_names(self) -> list[str]:
@@ -106,9 +111,7 @@ def build_parser(registry: dict[str, Step]) -> argparse.ArgumentParser:
     )
     azure_options.add_arguments(parser)
     api_options.add_arguments(parser)
-    for step in registry.values():
-        if step.add_options:
-            step.add_options(parser.add_argument_group(f"{step.name} step"))
+    step_options.add_step_arguments(parser, registry.values())
     return parser
 
 
@@ -165,6 +168,15 @@ def _count_images(corpus_root: str, corpus_version: str) -> int:
             "first"
         )
     return total
+
+
+def _chosen_apis(steps: list[Step], settings: Mapping[type, Any]) -> dict[str, Api]:
+    """Step -> the API its settings chose, for the run's steps that run on one."""
+    return {
+        step.name: api
+        for step in steps
+        if step.settings is not None and (api := chosen_api(settings[step.settings]))
+    }
 
 
 def _recompute(requested: str, steps: list[Step]) -> frozenset[str]:
@@ -240,9 +252,10 @@ def plan_run(argv: list[str] | None) -> RunPlan:
     except (paths.UnsafePathError, StepDefinitionError) as error:
         raise UsageError(str(error)) from error
     try:
+        settings = step_options.step_settings(args, registry.values())
         corpus_root = storage.absolute_root(args.corpus)
         azure = azure_options.resolve(args, corpus_root)
-        api = api_options.resolve(args, [step.name for step in steps])
+        api = api_options.resolve(args, _chosen_apis(steps, settings))
     except ValueError as error:
         raise UsageError(str(error)) from error
     beam_flags = beam_flags + azure_options.beam_flags_for(azure.access)
@@ -258,7 +271,7 @@ def plan_run(argv: list[str] | None) -> RunPlan:
     context = StepContext(
         corpus_root=corpus_root,
         corpus_version=args.version,
-        options=args,
+        settings=settings,
         expected_images=_count_images(corpus_root, args.version),
         step_columns={s.name: s.result_type for s in registry.values() if s.result_type},
         azure_tables=azure.tables,
@@ -278,7 +291,17 @@ def plan_run(argv: list[str] | None) -> RunPlan:
     options = PipelineOptions(beam_flags)
     if local_runner.uses_default_runner(options):
         options = local_runner.with_local_defaults(options, beam_flags)
-    return RunPlan(context, steps, transforms, options, beam_flags, api, tuple(specs))
+    return RunPlan(
+        context,
+        steps,
+        transforms,
+        options,
+        beam_flags,
+        api,
+        tuple(specs),
+        dry_run=args.dry_run,
+        summary_json=args.summary_json,
+    )
 
 
 def _remove_abandoned_outputs(plan: RunPlan) -> None:
@@ -341,6 +364,10 @@ def _labels(transforms: list[beam.PTransform], steps: list[Step]) -> list[str]:
 def build_graph(pipeline: beam.Pipeline, plan: RunPlan):
     """ReadCorpus, then each step in order, then the terminal step writes the tables.
 
+    Records shed their pixels before the first step after which no step needs them,
+    so that they cross workers light. A step's side outputs are kept for the later
+    steps that declare them as side inputs.
+
     Returns:
         The terminal step's output.
     """
@@ -348,26 +375,25 @@ def build_graph(pipeline: beam.Pipeline, plan: RunPlan):
     corpus = pipeline | "ReadCorpus" >> ReadCorpus(
         context.corpus_root, context.corpus_version, context.results, context.result_store
     )
-    # The terminal step also gets the files that share bytes (one record each).
-    records, errors, extras = corpus[RECORDS], [corpus[ERRORS]], {ALIASES: corpus[ALIASES]}
-    labelled = list(zip(_labels(plan.transforms, plan.steps), plan.transforms, strict=True))
-    *steps, terminal = labelled
-    last_pixel_step = max(i for i, step in enumerate(plan.steps) if step.needs_pixels)
-    for index, (label, transform) in enumerate(steps):
-        if index == last_pixel_step + 1:
-            # Later steps read only results: shed the pixels before they cross workers.
+    records, errors, side_outputs = corpus[RECORDS], [corpus[ERRORS]], {ALIASES: corpus[ALIASES]}
+    with_pixels = True
+    *steps, terminal = zip(
+        plan.steps, _labels(plan.transforms, plan.steps), plan.transforms, strict=True
+    )
+    for index, (step, label, transform) in enumerate(steps):
+        if with_pixels and not any(later.needs_pixels for later, _, _ in steps[index:]):
             records = records | "ReleasePixels" >> beam.Map(ImageRecord.without_pixels)
+            with_pixels = False
         outputs = records | label >> transform
         records = outputs[RECORDS]
         errors.append(outputs[ERRORS])
-        if isinstance(outputs, dict):
-            # Anything else a step emits (e.g. face clusters) goes to the terminal step.
-            extras.update(
-                {tag: out for tag, out in outputs.items() if tag not in (RECORDS, ERRORS)}
-            )
+        side_outputs.update({tag: outputs[tag] for tag in step.side_outputs})
     all_errors = errors | "CollectErrors" >> beam.Flatten()
-    terminal_label, terminal_transform = terminal
-    terminal_input = {**extras, RECORDS: records, ERRORS: all_errors}
+    terminal_step, terminal_label, terminal_transform = terminal
+    side_inputs = {
+        tag: side_outputs[tag] for tag in terminal_step.side_inputs if tag in side_outputs
+    }
+    terminal_input = {**side_inputs, RECORDS: records, ERRORS: all_errors}
     return terminal_input | terminal_label >> terminal_transform
 
 

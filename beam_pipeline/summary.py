@@ -7,15 +7,16 @@ from collections import defaultdict
 
 from apache_beam.runners.runner import PipelineResult
 
-from transforms import azure_sink, azure_tables, paths, storage
-from transforms.faces.match import GALLERY_STEP
-from transforms.inference import ANSWERS_REUSED
+from transforms import paths
+from transforms.inference.run_model import ANSWERS_REUSED
+from transforms.io import storage
+from transforms.per_image import Outcome
 from transforms.records import INGEST_STEP, READ_STEP, StepName
 from transforms.remote import api_step
-from transforms.steps.base import Outcome
-from transforms.steps.output import ERROR_ROWS, FACE_ROWS, IMAGE_ROWS
-from transforms.tables import result_store, schemas
+from transforms.tables import azure_sink, azure_tables, result_store, schemas
 from transforms.tables.schemas import FACES
+from transforms.tasks.faces.match import GALLERY_STEP
+from transforms.tasks.output import ERROR_ROWS, FACE_ROWS, IMAGE_ROWS
 
 
 def step_counters(result: PipelineResult) -> dict[str, dict[str, int]]:

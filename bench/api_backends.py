@@ -31,13 +31,16 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from transforms.faces import blazeface
-from transforms.ingest import ingest_drop
-from transforms.remote import answers, apis
+from tests.fake_apis import FakeApiSettings, FakeVisionApi
+from transforms.corpus.ingest import ingest_drop
+from transforms.corpus.sample import build_sample_corpus
+from transforms.remote.api import Api
 from transforms.remote.api_step import shrink
-from transforms.remote.fake_server import FakeApiSettings, FakeVisionApi
+from transforms.remote.azure_face import AzureFace, faces_from_azure
+from transforms.remote.azure_vision import AzureVision
+from transforms.remote.google_vision import GoogleVision
 from transforms.remote.quota import Rate
-from transforms.sample_corpus import build_sample_corpus
+from transforms.tasks.faces import blazeface
 
 KEY = "bench-key"
 BACKENDS = {
@@ -56,12 +59,12 @@ def make_noise_drop(folder: Path, images: int) -> None:
         Image.fromarray(pixels).save(target)
 
 
-def _api_for(label: str) -> apis.Api:
+def _api_for(label: str) -> Api:
     if label.startswith("google"):
-        return apis.GoogleVision("LABEL_DETECTION")
+        return GoogleVision("LABEL_DETECTION")
     if label.startswith("azure-face"):
-        return apis.AzureFace()
-    return apis.AzureVision("tags")
+        return AzureFace()
+    return AzureVision("tags")
 
 
 def _phase(log, start: float) -> dict:
@@ -249,7 +252,7 @@ def grid_faces(photos: int, work: Path) -> None:
     finder = FakeApiSettings(key=KEY, find_faces=_blazeface_finder())
     with FakeVisionApi(finder) as fake, httpx.Client(timeout=120) as client:
         for columns in (1, 2, 3):
-            api = apis.AzureFace(grid_columns=columns)
+            api = AzureFace(grid_columns=columns)
             per_image, calls = [], 0
             for start in range(0, len(made), api.images_per_request):
                 chunk = [
@@ -262,7 +265,7 @@ def grid_faces(photos: int, work: Path) -> None:
                 for (_, scale), answer in zip(
                     chunk, api.split(response.json(), packed), strict=True
                 ):
-                    per_image.append(answers.faces_from_azure(answer, scale))
+                    per_image.append(faces_from_azure(answer, scale))
             hits = [_found([box], per_image[index]) for index, box in placed]
             cells = []
             for low, high in buckets.values():

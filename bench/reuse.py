@@ -26,11 +26,11 @@ import pyarrow as pa
 
 from beam_pipeline.run import plan_run, run
 from bench.vision_throughput import STEPS, PeakMemory, make_drop
-from transforms import classify
-from transforms.ingest import ingest_drop
-from transforms.sample_corpus import build_sample_gallery
+from transforms.corpus.ingest import ingest_drop
+from transforms.corpus.sample import build_sample_gallery
 from transforms.tables import delta, schemas
 from transforms.tables.result_store import ResultPlan, ResultStore
+from transforms.tasks import classify
 
 
 def _timed_run(root: str, version: str, gallery: str, processes: int) -> float:

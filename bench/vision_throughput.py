@@ -27,11 +27,11 @@ import numpy as np
 from PIL import Image
 
 from beam_pipeline.run import run
-from transforms import classify, ocr
-from transforms.decode import DEFAULT_MAX_PIXELS, decode_image
-from transforms.faces import align, blazeface, crop, detection, embed
-from transforms.ingest import ingest_drop, read_manifest
-from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
+from transforms.corpus.ingest import ingest_drop, read_manifest
+from transforms.corpus.sample import build_sample_corpus, build_sample_gallery
+from transforms.tasks import classify, ocr
+from transforms.tasks.decode import DEFAULT_MAX_PIXELS, decode_image
+from transforms.tasks.faces import align, blazeface, crop, detection, embed
 
 STEPS = "generalclassification,ocr,facedetection,facecrop,faceprint,facematch,pipelineoutput"
 

@@ -4,8 +4,8 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from tests import image_factory
-from transforms.ingest import ingest_drop
-from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
+from transforms.corpus.ingest import ingest_drop
+from transforms.corpus.sample import build_sample_corpus, build_sample_gallery
 
 
 def make_test_pipeline() -> TestPipeline:

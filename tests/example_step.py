@@ -4,7 +4,7 @@ import apache_beam as beam
 import pyarrow as pa
 from PIL import ImageStat
 
-from transforms.steps import ApplyToEachImage, Outcome, Step
+from transforms.tasks import ApplyToEachImage, Outcome, Step
 
 
 def mean_gray(record):

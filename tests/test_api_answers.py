@@ -3,11 +3,21 @@
 import pytest
 from PIL import Image
 
-from transforms.faces.detection import eyes
-from transforms.remote import answers, apis, backends, endpoints, grid
+from transforms.remote import endpoints, grid
 from transforms.remote.answer_store import StoredAnswer
 from transforms.remote.api_step import shrink
+from transforms.remote.azure_face import AzureFace, faces_from_azure
+from transforms.remote.azure_vision import text_from_azure
+from transforms.remote.google_vision import (
+    GOOGLE_DEFAULT_ENDPOINT,
+    GoogleVision,
+    faces_from_google,
+    text_from_google,
+)
 from transforms.remote.http_call import ApiRefusedError, ApiUnavailableError
+from transforms.tasks.classify import labels_result
+from transforms.tasks.faces.detection import eyes, faces_result
+from transforms.tasks.ocr import text_result
 
 
 def _corners(left, top, right, bottom, skip_zero=False):
@@ -38,7 +48,7 @@ def test_azure_read_lines_are_scaled_back_and_scored_by_their_words():
             ]
         }
     }
-    (line,) = answers.text_from_azure(answer, scale=2.0)
+    (line,) = text_from_azure(answer, scale=2.0)
     assert line["text"] == "Hello world"
     assert line["score"] == pytest.approx(0.8)
     assert line["box"] == [[2, 4], [22, 4], [22, 12], [2, 12]]
@@ -51,7 +61,7 @@ def test_google_text_uses_paragraphs_and_reads_left_out_zero_coordinates():
         "words": [{"symbols": [{"text": "H"}, {"text": "i"}]}, {"symbols": [{"text": "!"}]}],
     }
     answer = {"fullTextAnnotation": {"pages": [{"blocks": [{"paragraphs": [paragraph]}]}]}}
-    (line,) = answers.text_from_google(answer, scale=1.0)
+    (line,) = text_from_google(answer, scale=1.0)
     assert (line["text"], line["score"]) == ("Hi !", 0.98)
     assert line["box"][0] == [0.0, 0.0] and line["box"][2] == [30.0, 10.0]
     words_only = {
@@ -60,7 +70,7 @@ def test_google_text_uses_paragraphs_and_reads_left_out_zero_coordinates():
             {"description": "Hi", "boundingPoly": {"vertices": _corners(1, 1, 5, 5)}},
         ]
     }
-    assert [w["text"] for w in answers.text_from_google(words_only, 1.0)] == ["Hi"]
+    assert [w["text"] for w in text_from_google(words_only, 1.0)] == ["Hi"]
 
 
 def test_eyes_are_named_by_where_they_are_whatever_the_api_calls_them():
@@ -76,7 +86,7 @@ def test_eyes_are_named_by_where_they_are_whatever_the_api_calls_them():
             },
         }
     ]
-    (face,) = answers.faces_from_azure(azure, scale=0.5)
+    (face,) = faces_from_azure(azure, scale=0.5)
     assert face["box"] == [5, 10, 25, 35]
     assert face["keypoints"]["right_eye"] == [10, 15.5]
     assert face["keypoints"]["left_eye"] == [20, 15]
@@ -96,7 +106,7 @@ def test_eyes_are_named_by_where_they_are_whatever_the_api_calls_them():
             }
         ]
     }
-    (face,) = answers.faces_from_google(google, scale=1.0)
+    (face,) = faces_from_google(google, scale=1.0)
     assert face["box"] == [10, 10, 60, 70]
     assert face["keypoints"] == {"right_eye": [25, 30], "left_eye": [45, 30]}
     assert face["score"] == pytest.approx(0.93)
@@ -141,7 +151,7 @@ def test_a_grid_maps_every_face_back_to_its_own_image():
 
 
 def test_azure_face_with_a_grid_sends_one_image_for_several():
-    face = apis.AzureFace(grid_columns=3)
+    face = AzureFace(grid_columns=3)
     assert face.images_per_request == 9
     assert face.model_version == "detection_03-grid3x3"  # its answers are stored apart
     packed = face.pack([Image.new("RGB", (640, 480)) for _ in range(5)])
@@ -152,7 +162,7 @@ def test_azure_face_with_a_grid_sends_one_image_for_several():
 
 
 def test_google_answers_split_per_image_and_a_short_answer_is_malformed():
-    google = apis.GoogleVision("LABEL_DETECTION")
+    google = GoogleVision("LABEL_DETECTION")
     packed = google.pack([Image.new("RGB", (60, 60)) for _ in range(3)])
     refused, failed, fine = google.split(
         {
@@ -171,7 +181,7 @@ def test_google_answers_split_per_image_and_a_short_answer_is_malformed():
     with pytest.raises(ValueError):
         google.split({"responses": [{}]}, packed)
     assert google.billed_units(images=20, requests=2) == 20
-    assert apis.AzureFace(grid_columns=2).billed_units(images=20, requests=5) == 5
+    assert AzureFace(grid_columns=2).billed_units(images=20, requests=5) == 5
 
 
 def test_shrink_keeps_small_images_and_records_the_scale():
@@ -185,21 +195,21 @@ def test_remote_results_fill_the_local_columns():
     labels = StoredAnswer(
         "2023-10-01", [{"label": "dog", "score": 0.9}, {"label": "x", "score": 0.1}]
     )
-    result = backends.labels_result(labels, "azure-vision", top_k=1)
+    result = labels_result(labels, "azure-vision", top_k=1)
     assert result["labels"] == [{"class_id": None, "label": "dog", "score": 0.9}]
     assert (result["backend"], result["model"]) == ("azure-vision", "2023-10-01")
     lines = [
         {"text": "a", "score": 0.2, "box": [[0, 0]] * 4},
         {"text": "b", "score": None, "box": [[0, 0]] * 4},
     ]
-    text = backends.text_result(StoredAnswer("m", lines), "google-vision", min_score=0.5)
+    text = text_result(StoredAnswer("m", lines), "google-vision", min_score=0.5)
     assert text["text"] == "b"
     faces = [
         {"box": [50, 0, 60, 10], "keypoints": {}, "score": 0.9},
         {"box": [0, 0, 10, 10], "keypoints": {}, "score": None},
         {"box": [20, 0, 30, 10], "keypoints": {}, "score": 0.1},
     ]
-    result = backends.faces_result(StoredAnswer("m", faces), "g", "a" * 64, "det", 0.5)
+    result = faces_result(StoredAnswer("m", faces), "g", "a" * 64, "det", 0.5)
     assert [face["box"]["left"] for face in result["faces"]] == [0, 50]
     assert [face["face_index"] for face in result["faces"]] == [0, 1]
 
@@ -221,7 +231,7 @@ def test_endpoints_come_from_the_environment_first_and_keys_stay_out_of_sight(tm
     endpoints.resolve("azure-vision", config["azure-vision"], environ)
     assert environ["IMAGINEM_AZURE_VISION_KEY"] == "env-key"
     google = endpoints.resolve("google-vision", None, {"IMAGINEM_GOOGLE_VISION_KEY": "k"})
-    assert google.url == apis.GOOGLE_DEFAULT_ENDPOINT
+    assert google.url == GOOGLE_DEFAULT_ENDPOINT
     assert endpoints.checked_key("key-from-a-file\n", "NAME") == "key-from-a-file"
     with pytest.raises(ValueError, match="characters an API key cannot have") as bad:
         endpoints.checked_key("two words", "NAME")

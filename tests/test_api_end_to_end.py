@@ -17,8 +17,8 @@ from PIL import Image
 from scipy import ndimage
 
 from tests.corpus_files import files_under, table_rows
-from transforms.ingest import ingest_drop
-from transforms.remote.fake_server import FakeApiSettings, FakeVisionApi
+from tests.fake_apis import FakeApiSettings, FakeVisionApi
+from transforms.corpus.ingest import ingest_drop
 from transforms.remote.quota import Rate
 from transforms.tables import schemas
 

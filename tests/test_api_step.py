@@ -6,14 +6,17 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from tests.conftest import make_test_pipeline
+from tests.fake_apis import FakeApiSettings, FakeVisionApi
+from transforms.per_image import ERRORS, RECORDS
 from transforms.records import ImageRecord, ManifestEntry, StepName
-from transforms.remote import apis, backends
 from transforms.remote.answer_store import StoredAnswer
 from transforms.remote.api_step import ApiSettings, CallVisionApi, answer_store
+from transforms.remote.azure_face import AzureFace
+from transforms.remote.azure_vision import AzureVision, labels_from_azure
 from transforms.remote.endpoints import ApiEndpoint
-from transforms.remote.fake_server import FakeApiSettings, FakeVisionApi
+from transforms.remote.google_vision import GoogleVision, labels_from_google
 from transforms.retry import RetryPolicy
-from transforms.steps import ERRORS, RECORDS
+from transforms.tasks.classify import labels_result
 
 STEP = StepName.GENERAL_CLASSIFICATION
 KEY_ENV = "IMAGINEM_TEST_API_KEY"
@@ -36,8 +39,8 @@ def _run(corpus_root, url, records, api):
         api=api,
         corpus_root=corpus_root,
         settings=settings,
-        read=backends.reader_for(STEP, api),
-        make_result=lambda record, stored: backends.labels_result(stored, api.name, 3),
+        read=labels_from_google if isinstance(api, GoogleVision) else labels_from_azure,
+        make_result=lambda record, stored: labels_result(stored, api.name, 3),
     )
     pipeline = make_test_pipeline()
     outputs = pipeline | beam.Create(records) | step
@@ -71,7 +74,7 @@ def _counters(result):
 
 def test_answers_are_stored_refusals_kept_and_nothing_is_sent_twice(tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "k")
-    api = apis.AzureVision("tags")
+    api = AzureVision("tags")
     records = [_record(i) for i in range(6)] + [_record(9, side=30)]  # too small for Azure
     root = str(tmp_path)
     with FakeVisionApi(FakeApiSettings(key="k")) as fake:
@@ -93,7 +96,7 @@ def test_answers_are_stored_refusals_kept_and_nothing_is_sent_twice(tmp_path, mo
 
 def test_a_request_that_keeps_failing_sends_its_images_to_errors(tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "k")
-    api = apis.GoogleVision("LABEL_DETECTION")
+    api = GoogleVision("LABEL_DETECTION")
     records = [_record(i) for i in range(3)]
     settings = FakeApiSettings(key="k", fault_rate=1.0, faults=("503",))
     with FakeVisionApi(settings) as fake:
@@ -112,7 +115,7 @@ def test_a_request_that_keeps_failing_sends_its_images_to_errors(tmp_path, monke
 
 def test_a_wrong_key_is_not_stored_as_a_refusal(tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "wrong")
-    api = apis.AzureVision("tags")
+    api = AzureVision("tags")
     with FakeVisionApi(FakeApiSettings(key="k")) as fake:
         pipeline, _, errors = _run(str(tmp_path), fake.url, [_record(1)], api)
         assert_that(errors, equal_to([("img1.png", "ApiRefusedError")]))
@@ -121,8 +124,8 @@ def test_a_wrong_key_is_not_stored_as_a_refusal(tmp_path, monkeypatch):
 
 
 def test_stored_answers_are_kept_apart_per_model_version(tmp_path):
-    single = answer_store(str(tmp_path), STEP, apis.AzureFace())
-    grid = answer_store(str(tmp_path), STEP, apis.AzureFace(grid_columns=2))
+    single = answer_store(str(tmp_path), STEP, AzureFace())
+    grid = answer_store(str(tmp_path), STEP, AzureFace(grid_columns=2))
     assert single.key == grid.key == f"{STEP}:answer"
     assert single.fingerprint != grid.fingerprint
     single.put({"ab" * 32: StoredAnswer("detection_03", {"faces": []})}, "v1")

@@ -20,14 +20,14 @@ from azure.storage.blob import BlobServiceClient
 from tests import image_factory
 from tests.azurite import ACCOUNT, ACCOUNT_KEY
 from tests.corpus_files import table_rows
-from transforms import azure_access, paths
-from transforms.azure_tables import FACES, IMAGE_SETS, IMAGE_TRANSFORMS, IMAGES
-from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
-from transforms.steps.base import TransformSpec
-from transforms.table_keys import MAX_KEY_CHARS, table_key
+from transforms import paths
+from transforms.corpus.sample import build_sample_corpus, build_sample_gallery
+from transforms.io import azure_access
+from transforms.io.table_keys import MAX_KEY_CHARS, table_key
 from transforms.tables import schemas
+from transforms.tables.azure_tables import FACES, IMAGE_SETS, IMAGE_TRANSFORMS, IMAGES
 from transforms.tables.schemas import FACES as FACES_PARQUET
-from transforms.transform_table import TransformVersionConflict, register_transform
+from transforms.tables.transforms import TransformSpec, TransformVersionConflict, register_transform
 
 CONTAINER = "e2e-corpus"
 ROOT = f"azfs://{ACCOUNT}/{CONTAINER}"

@@ -17,14 +17,15 @@ from azure.storage.blob import BlobServiceClient
 from tests import image_factory
 from tests.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
 from tests.conftest import make_test_pipeline
-from transforms import azure_access, azure_tables
-from transforms.azure_access import AzureAccess, AzureAccessError
-from transforms.azure_sink import WriteAzureTable
-from transforms.azure_tables import AzureTables
-from transforms.blob_upload import BlobContainer
-from transforms.ingest import BlobDestination, ingest_drop
+from transforms.corpus.ingest import BlobDestination, ingest_drop
+from transforms.io import azure_access
+from transforms.io.azure_access import AzureAccess, AzureAccessError
+from transforms.io.blobs import BlobContainer
+from transforms.io.table_keys import table_key
 from transforms.retry import RetryPolicy
-from transforms.table_keys import table_key
+from transforms.tables import azure_tables
+from transforms.tables.azure_sink import WriteAzureTable
+from transforms.tables.azure_tables import AzureTables
 
 FAST_RETRY = RetryPolicy(tries=12, first_delay=0.2, max_delay=2.0)
 

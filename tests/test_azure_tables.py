@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from transforms import azure_tables
-from transforms.azure_tables import (
+from transforms.tables import azure_tables
+from transforms.tables.azure_tables import (
     MAX_BATCH_ENTITIES,
     MAX_ENTITY_BYTES,
     MAX_PROPERTIES,

@@ -12,15 +12,19 @@ from PIL import Image
 from tests import image_factory
 from tests.conftest import make_test_pipeline
 from transforms import paths
-from transforms.corpus import ReadCorpus, in_hash_order
-from transforms.decode import DEFAULT_MAX_PIXELS
-from transforms.ingest import read_manifest
+from transforms.corpus.ingest import read_manifest
+from transforms.corpus.read import ReadCorpus, in_hash_order
+from transforms.per_image import ERRORS, RECORDS
 from transforms.records import ErrorRecord, ImageRecord
-from transforms.steps import ERRORS, RECORDS
-from transforms.steps.decode import DecodeImages, decode_record
-from transforms.steps.output import MergeIntoTable, WriteTables
-from transforms.steps.thumbnail import RESULT_TYPE, MakeThumbnails, thumbnail_size
 from transforms.tables import delta, schemas
+from transforms.tasks.decode import DEFAULT_MAX_PIXELS, DecodeImages, DecodeSettings, decode_record
+from transforms.tasks.output import MergeIntoTable, WriteTables
+from transforms.tasks.thumbnail import (
+    RESULT_TYPE,
+    MakeThumbnails,
+    ThumbnailSettings,
+    thumbnail_size,
+)
 
 BAD = image_factory.BAD_FILES
 GOOD = image_factory.GOOD_FILES
@@ -108,7 +112,7 @@ def test_decode_images_sends_bad_files_to_errors(small_corpus):
 
 def test_decode_images_validates_its_options():
     try:
-        DecodeImages(max_pixels=0)
+        DecodeSettings(max_pixels=0)
     except ValueError as error:
         assert "--max-pixels" in str(error)
     else:
@@ -117,7 +121,7 @@ def test_decode_images_validates_its_options():
 
 def _run_thumbnails(root, records, expected, **options):
     pipeline = make_test_pipeline()
-    outputs = pipeline | beam.Create(records) | MakeThumbnails(root, **options)
+    outputs = pipeline | beam.Create(records) | MakeThumbnails(root, ThumbnailSettings(**options))
     results = outputs[RECORDS] | beam.Map(
         lambda r: (
             r.results["thumbnail"]["uri"],

@@ -143,7 +143,7 @@ def test_killed_on_azure_after_results_were_stored_then_run_again(sample, azurit
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from tests.azurite import ACCOUNT
-    from transforms import azure_access
+    from transforms.io import azure_access
     from transforms.tables import delta
 
     monkeypatch.setenv(azure_access.CONNECTION_STRING_ENV, azurite.connection_string)

@@ -1,7 +1,7 @@
 import pytest
 
 from tests import image_factory
-from transforms.decode import (
+from transforms.tasks.decode import (
     DecodeError,
     EmptyFileError,
     PixelLimitError,

@@ -14,7 +14,7 @@ from beam_pipeline.summary import step_counters
 from tests import image_factory
 from tests.corpus_files import files_under, table_rows
 from transforms import paths
-from transforms.sample_corpus import build_sample_corpus
+from transforms.corpus.sample import build_sample_corpus
 from transforms.tables import schemas
 
 

@@ -17,7 +17,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import vision
 
 from tests import image_factory
-from transforms.remote.fake_server import FakeApiSettings, FakeVisionApi
+from tests.fake_apis import FakeApiSettings, FakeVisionApi
 from transforms.remote.quota import Rate
 
 KEY = "fake-key-123"

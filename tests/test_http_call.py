@@ -4,7 +4,7 @@ import httpx
 import pytest
 
 from tests import image_factory
-from transforms.remote.fake_server import FakeApiSettings, FakeVisionApi
+from tests.fake_apis import FakeApiSettings, FakeVisionApi
 from transforms.remote.http_call import ApiRefusedError, CallStats, call_json
 from transforms.remote.quota import QuotaClient, QuotaServer, Rate
 from transforms.retry import RetryPolicy

@@ -10,16 +10,16 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from tests.conftest import make_test_pipeline
-from transforms.faces.match import _ReadGallery
-from transforms.inference import (
+from transforms.inference.run_model import (
     LocalModel,
     RunModelOnImages,
     _Example,
     _LocalModelHandler,
     _PredictionFailed,
 )
+from transforms.per_image import ERRORS, RECORDS
 from transforms.records import ImageRecord, ManifestEntry
-from transforms.steps import ERRORS, RECORDS
+from transforms.tasks.faces.match import _ReadGallery
 
 
 class _MeanModel(LocalModel):
@@ -158,7 +158,7 @@ def test_workers_do_not_import_torch():
     2 s slower and holds 200 MB more. A worker imports the `transforms` plugin, then
     whatever its steps unpickle, Beam's RunInference module first among them."""
     code = (
-        "import sys, transforms, apache_beam.ml.inference.base, transforms.classify; "
+        "import sys, transforms, apache_beam.ml.inference.base, transforms.tasks.classify; "
         "print('torch' in sys.modules)"
     )
     found = subprocess.run(

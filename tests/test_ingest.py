@@ -5,8 +5,8 @@ import pytest
 from beam_pipeline.cli import main
 from tests import image_factory
 from tests.corpus_files import table_rows
-from transforms import storage
-from transforms.ingest import ingest_drop, read_manifest, scan_drop
+from transforms.corpus.ingest import ingest_drop, read_manifest, scan_drop
+from transforms.io import storage
 from transforms.tables import delta, schemas
 
 FILES = {

@@ -1,8 +1,8 @@
 import pyarrow as pa
 import pytest
 
-from transforms.steps import Step
-from transforms.steps.registry import (
+from transforms.tasks import Step
+from transforms.tasks.registry import (
     DEFAULT_DEFINITION,
     StepDefinitionError,
     load_registry,

@@ -14,12 +14,11 @@ from PIL import Image
 
 from beam_pipeline.cli import main
 from tests.corpus_files import files_under, table_rows
-from transforms.ingest import ingest_drop
+from transforms.corpus.ingest import ingest_drop
 from transforms.remote.answer_store import AnswerStore
-from transforms.steps.base import TransformSpec
 from transforms.tables import delta, schemas
 from transforms.tables.result_store import ResultPlan, fingerprint
-from transforms.transform_table import TransformVersionConflict, register_transform
+from transforms.tables.transforms import TransformSpec, TransformVersionConflict, register_transform
 
 FACE_PLAN = ResultPlan(
     order=("decode", "facedetection", "facecrop", "faceprint", "facematch", "pipelineoutput"),

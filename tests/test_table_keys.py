@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from transforms.table_keys import MAX_KEY_CHARS, escape, table_key
+from transforms.io.table_keys import MAX_KEY_CHARS, escape, table_key
 
 FORBIDDEN = "/\\#?" + "".join(map(chr, range(0x20))) + "".join(map(chr, range(0x7F, 0xA0)))
 VALID_KEY = re.compile(r"[A-Za-z0-9._~!-]*")

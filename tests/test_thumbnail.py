@@ -1,8 +1,8 @@
 import pytest
 from PIL import Image
 
-from transforms.steps.thumbnail import (
-    MakeThumbnails,
+from transforms.tasks.thumbnail import (
+    ThumbnailSettings,
     encode_thumbnail,
     thumbnail_name,
     thumbnail_size,
@@ -40,9 +40,9 @@ def test_encode_thumbnail_is_a_jpeg_of_the_given_size():
     [
         ({"max_side": 4}, "--thumbnail-max-side"),
         ({"quality": 0}, "--thumbnail-quality"),
-        ({"transform_version": "a/b"}, "thumbnail version"),
+        ({"version": "a/b"}, "thumbnail version"),
     ],
 )
-def test_make_thumbnails_validates_at_construction(options, message):
+def test_thumbnail_settings_validate_at_construction(options, message):
     with pytest.raises(ValueError, match=message):
-        MakeThumbnails("/corpus", **options)
+        ThumbnailSettings(**options)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transforms import classify, ocr
-from transforms.faces import align, blazeface, match
-from transforms.faces.detection import face_entries, face_id
-from transforms.faces.table import face_rows
 from transforms.records import ImageRecord, ManifestEntry
+from transforms.tasks import classify, ocr
+from transforms.tasks.faces import align, blazeface, match
+from transforms.tasks.faces.detection import face_entries, face_id
+from transforms.tasks.faces.table import face_rows
 
 
 def test_classification_input_is_a_centre_crop_in_minus_one_to_one():

@@ -12,12 +12,12 @@ from beam_pipeline.cli import main
 from beam_pipeline.run import run
 from beam_pipeline.summary import step_counters, summarize
 from tests.corpus_files import files_under, table_rows
-from transforms import classify, ocr
-from transforms.faces import blazeface, dlib_models
-from transforms.sample_corpus import build_sample_corpus, build_sample_gallery
-from transforms.steps.registry import load_registry
+from transforms.corpus.sample import build_sample_corpus, build_sample_gallery
 from transforms.tables import schemas
 from transforms.tables.schemas import FACES
+from transforms.tasks import classify, ocr
+from transforms.tasks.faces import blazeface, dlib_models
+from transforms.tasks.registry import load_registry
 
 RENDERED = "documents/rendered/"
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import pyarrow.dataset as pads
 
-from transforms import paths, storage
+from transforms import paths
+from transforms.io import storage
 from transforms.records import ImageRecord
 from transforms.tables import delta
 from transforms.tables.result_store import ResultStore, decode, fingerprint, result_row

@@ -21,11 +21,10 @@ import httpx
 from apache_beam.metrics import Metrics
 from PIL import Image
 
-from transforms.inference import LocalModel, RunModelOnImages
+from transforms.inference.run_model import LocalModel, RunModelOnImages
 from transforms.records import ImageRecord
 from transforms.remote.answer_store import AnswerStore, StoredAnswer
-from transforms.remote.apis import Api
-from transforms.remote.backends import Reader
+from transforms.remote.api import Api, Reader
 from transforms.remote.endpoints import ApiEndpoint
 from transforms.remote.http_call import ApiRefusedError, CallStats, call_json
 from transforms.remote.quota import QuotaClient

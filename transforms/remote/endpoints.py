@@ -23,9 +23,8 @@ import tomllib
 from collections.abc import MutableMapping
 from urllib.parse import urlsplit
 
-from transforms.remote import apis
+from transforms.remote.registry import APIS
 
-DEFAULT_ENDPOINTS = {apis.GOOGLE_VISION: apis.GOOGLE_DEFAULT_ENDPOINT}
 _FILE_FIELDS = {"endpoint", "key", "price_per_1000"}
 
 
@@ -78,9 +77,9 @@ def read_config(path: str) -> dict[str, ApiConfig]:
         raise ValueError(f"cannot read --api-config {path}: {error}") from error
     configs = {}
     for name, section in document.items():
-        if name not in apis.API_NAMES or not isinstance(section, dict):
+        if name not in APIS or not isinstance(section, dict):
             raise ValueError(
-                f"--api-config {path}: unknown section [{name}]; known: {', '.join(apis.API_NAMES)}"
+                f"--api-config {path}: unknown section [{name}]; known: {', '.join(APIS)}"
             )
         if unknown := sorted(set(section) - _FILE_FIELDS):
             raise ValueError(
@@ -118,7 +117,11 @@ def resolve(
     """
     config = config or ApiConfig()
     url_env, key_env = env_names(api_name)
-    url = environ.get(url_env) or config.endpoint or DEFAULT_ENDPOINTS.get(api_name)
+    url = (
+        environ.get(url_env)
+        or config.endpoint
+        or (APIS[api_name].default_endpoint if api_name in APIS else None)
+    )
     if not url:
         raise ValueError(
             f"no endpoint for {api_name}: set {url_env}, or `endpoint` under [{api_name}] "

@@ -21,8 +21,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from transforms import paths, storage
-from transforms.azure_access import AzureAccess, account_access, is_azfs, split_azfs
+from transforms import paths
+from transforms.io import storage
+from transforms.io.azure_access import AzureAccess, account_access, is_azfs, split_azfs
 
 LOGGER = logging.getLogger(__name__)
 

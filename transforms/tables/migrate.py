@@ -12,7 +12,8 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms import paths, storage
+from transforms import paths
+from transforms.io import storage
 from transforms.tables import delta, schemas
 
 BACKUP_SUFFIX = ".parquet-before-delta"

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 from apache_beam.metrics import Metrics
 
-from transforms.azure_access import AzureAccess
+from transforms.io.azure_access import AzureAccess
 from transforms.records import ImageRecord
 from transforms.tables import delta, schemas
 

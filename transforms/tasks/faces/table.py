@@ -1,0 +1,89 @@
+"""The `faces` table: one row per detected face, joining every face step's result."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from transforms.records import ImageRecord, StepName
+from transforms.tasks.faces.detection import BOX, KEYPOINT, POINT
+
+FACES_SCHEMA = pa.schema(
+    [
+        ("face_id", pa.string()),
+        ("image_sha256", pa.string()),
+        ("corpus_version", pa.string()),
+        ("source_path", pa.string()),
+        ("set_path", pa.string()),
+        ("face_index", pa.int32()),
+        ("box", BOX),
+        ("keypoints", pa.list_(KEYPOINT)),
+        ("score", pa.float32()),
+        ("detection_model", pa.string()),
+        ("crop_uri", pa.string()),
+        ("landmarks", pa.list_(POINT)),
+        # Variable-length: pyarrow cannot read back a null fixed-size list from Parquet.
+        ("embedding", pa.list_(pa.float32())),
+        ("embedding_model", pa.string()),
+        ("person", pa.string()),
+        ("distance", pa.float32()),
+        ("cluster_id", pa.string()),
+    ]
+)
+
+
+# The columns each face step fills: a run updates those of the steps it includes.
+FACE_STEP_COLUMNS = {
+    StepName.FACE_DETECTION: (
+        "face_id", "image_sha256", "set_path", "box", "keypoints", "score", "detection_model",
+    ),
+    StepName.FACE_CROP: ("crop_uri", "landmarks"),
+    StepName.FACE_PRINT: ("embedding", "embedding_model"),
+    StepName.FACE_MATCH: ("person", "distance", "cluster_id"),
+}  # fmt: skip
+
+
+def _by_face_index(result: Mapping[str, Any] | None, items: str) -> dict[int, dict]:
+    return {item["face_index"]: item for item in (result or {}).get(items) or []}
+
+
+def face_rows(record: ImageRecord, clusters: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The faces of one image, with whatever later face steps added to each."""
+    detection = record.results.get(StepName.FACE_DETECTION)
+    if detection is None:
+        return []
+    crops = _by_face_index(record.results.get(StepName.FACE_CROP), "crops")
+    prints = record.results.get(StepName.FACE_PRINT)
+    embeddings = _by_face_index(prints, "embeddings")
+    matches = _by_face_index(record.results.get(StepName.FACE_MATCH), "matches")
+    entry = record.entry
+    rows = []
+    for face in detection["faces"]:
+        index = face["face_index"]
+        crop = crops.get(index, {})
+        match = matches.get(index, {})
+        embedding = embeddings.get(index, {}).get("embedding")
+        rows.append(
+            {
+                "face_id": face["face_id"],
+                "image_sha256": entry.image_sha256,
+                "corpus_version": entry.corpus_version,
+                "source_path": entry.source_path,
+                "set_path": entry.set_path,
+                "face_index": index,
+                "box": face["box"],
+                "keypoints": face["keypoints"],
+                "score": face["score"],
+                "detection_model": detection["model"],
+                "crop_uri": crop.get("uri"),
+                "landmarks": crop.get("landmarks"),
+                "embedding": None if embedding is None else list(embedding),
+                "embedding_model": prints["model"] if embedding is not None else None,
+                "person": match.get("person"),
+                "distance": match.get("distance"),
+                "cluster_id": clusters.get(face["face_id"]),
+            }
+        )
+    return rows

@@ -1,0 +1,200 @@
+"""The `ocr` step: text lines with boxes and confidences, from RapidOCR.
+
+RapidOCR runs PaddleOCR's detection, orientation and recognition networks (the
+ONNX files inside the `rapidocr` wheel) on onnxruntime. A page with no text costs
+one detection pass: recognition only runs on the regions detection found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from transforms.inference.run_model import LocalModel, RunModelOnImages
+from transforms.records import LOCAL_BACKEND, ImageRecord, StepName
+from transforms.remote.answer_store import StoredAnswer
+from transforms.remote.api import Api
+from transforms.remote.registry import api_of, backend_setting
+from transforms.settings import setting
+from transforms.tasks.base import Step, StepContext
+from transforms.tasks.on_api import model_parameters, on_api
+
+STEP_VERSION = "1"
+MODEL_ID = "rapidocr-3.10-ppocrv6-small"
+DEFAULT_MIN_SCORE = 0.5
+
+_POINT = pa.struct([("x", pa.float32()), ("y", pa.float32())])
+RESULT_TYPE = pa.struct(
+    [
+        ("step_version", pa.string()),
+        ("backend", pa.string()),  # "local", or the API that answered
+        ("model", pa.string()),
+        ("text", pa.string()),
+        (
+            "lines",
+            pa.list_(
+                pa.struct(
+                    [("text", pa.string()), ("score", pa.float32()), ("box", pa.list_(_POINT))]
+                )
+            ),
+        ),
+    ]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextLine:
+    text: str
+    score: float
+    box: list[tuple[float, float]]  # four corners, clockwise from top-left, in pixels
+
+
+def text_lines(output: Any, min_score: float) -> list[TextLine]:
+    """RapidOCR's output -> lines in reading order, weak lines dropped."""
+    if output.txts is None:
+        return []
+    return [
+        TextLine(text, float(score), [(float(x), float(y)) for x, y in box])
+        for text, score, box in zip(output.txts, output.scores, output.boxes, strict=True)
+        if score >= min_score and text.strip()
+    ]
+
+
+def ocr_result(
+    lines: list[TextLine], model: str = MODEL_ID, backend: str = LOCAL_BACKEND
+) -> dict[str, Any]:
+    return {
+        "step_version": STEP_VERSION,
+        "backend": backend,
+        "model": model,
+        "text": "\n".join(line.text for line in lines),
+        "lines": [
+            {
+                "text": line.text,
+                "score": line.score,
+                "box": [{"x": x, "y": y} for x, y in line.box],
+            }
+            for line in lines
+        ],
+    }
+
+
+class RapidOcr(LocalModel):
+    """RapidOCR with its bundled PP-OCR models; one image per call."""
+
+    model_id = MODEL_ID
+    requires = (("rapidocr", "rapidocr"), ("onnxruntime", "onnxruntime"))
+
+    def __init__(self, threads: int = 1) -> None:
+        self._threads = threads
+
+    def load(self) -> Any:
+        from rapidocr import RapidOCR
+
+        return RapidOCR(
+            params={
+                "Global.log_level": "error",
+                "EngineConfig.onnxruntime.intra_op_num_threads": self._threads,
+                "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+            }
+        )
+
+    def predict(self, loaded: Any, inputs: list[np.ndarray]) -> list[Any]:
+        return [loaded(pixels) for pixels in inputs]
+
+
+def _prepare(record: ImageRecord) -> np.ndarray:
+    # RapidOCR follows OpenCV: channels in BGR order.
+    return np.ascontiguousarray(np.asarray(record.image)[:, :, ::-1])
+
+
+def _attach(record: ImageRecord, output: Any, min_score: float) -> ImageRecord:
+    return record.with_result(StepName.OCR, ocr_result(text_lines(output, min_score)))
+
+
+@dataclasses.dataclass(frozen=True)
+class OcrSettings:
+    backend: str = backend_setting(StepName.OCR, "azure: AI Vision read; google: Cloud Vision text")
+    min_score: float = setting(
+        DEFAULT_MIN_SCORE, "drop text lines recognised with less confidence, 0-1"
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"--ocr-min-score must be 0-1, got {self.min_score}")
+        self.api()  # an unknown backend fails here
+
+    def api(self) -> Api | None:
+        return api_of(StepName.OCR, self.backend)
+
+
+@dataclasses.dataclass(eq=False)
+class ExtractText(beam.PTransform):
+    """Reads the text in every image: lines with boxes and scores, and the full text.
+
+    Args:
+        settings: lines recognised with less confidence than `min_score` are dropped.
+        threads: onnxruntime threads per worker process.
+
+    Returns:
+        Outputs `records` (with an `ocr` result) and `errors`.
+    """
+
+    settings: OcrSettings = OcrSettings()
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        RapidOcr.check_installed()
+
+    def expand(self, records):
+        return records | RunModelOnImages(
+            StepName.OCR,
+            RapidOcr(self.threads),
+            prepare=_prepare,
+            attach=functools.partial(_attach, min_score=self.settings.min_score),
+            max_batch_size=4,
+        )
+
+
+def text_result(stored: StoredAnswer, backend: str, min_score: float) -> dict[str, Any]:
+    """The step's result from an API's stored text lines."""
+    lines = [
+        TextLine(line["text"], line["score"], [tuple(point) for point in line["box"]])
+        for line in stored.answer
+        if line["text"].strip() and (line["score"] is None or line["score"] >= min_score)
+    ]
+    return ocr_result(lines, model=stored.model, backend=backend)
+
+
+def _text(record: ImageRecord, stored: StoredAnswer, backend: str, min_score: float) -> dict:
+    return text_result(stored, backend, min_score)
+
+
+def _build(context: StepContext) -> beam.PTransform:
+    settings = context.settings_for(OcrSettings)
+    if api := settings.api():
+        make = functools.partial(_text, backend=api.name, min_score=settings.min_score)
+        return on_api(context, StepName.OCR, settings.backend, api, make)
+    return ExtractText(settings)
+
+
+def _parameters(context: StepContext) -> dict[str, Any]:
+    settings = context.settings_for(OcrSettings)
+    return model_parameters(settings, MODEL_ID, min_score=settings.min_score)
+
+
+STEP = Step(
+    name=StepName.OCR,
+    version=STEP_VERSION,
+    build=_build,
+    result_type=RESULT_TYPE,
+    settings=OcrSettings,
+    parameters=_parameters,
+    description="text lines with boxes and scores (RapidOCR, PP-OCR models), or API text",
+)
