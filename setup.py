@@ -10,10 +10,13 @@ setup(
     packages=[
         "beam_pipeline",
         "transforms",
-        "transforms.tasks.faces",
+        "transforms.corpus",
+        "transforms.inference",
+        "transforms.io",
         "transforms.remote",
-        "transforms.tasks",
         "transforms.tables",
+        "transforms.tasks",
+        "transforms.tasks.faces",
     ],
     install_requires=[
         "apache-beam[azure]>=2.77,<2.78",

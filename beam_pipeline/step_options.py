@@ -41,15 +41,18 @@ def add_step_arguments(parser: argparse.ArgumentParser, steps: Iterable[Step]) -
         group = parser.add_argument_group(f"{step.name} step")
         types = typing.get_type_hints(step.settings)
         for field in dataclasses.fields(step.settings):
+            flag, choices = flag_of(step, field), field.metadata.get("choices")
             help_text = field.metadata.get("help", "")
             if field.default is not None:
                 help_text += " (default %(default)s)"
             group.add_argument(
-                flag_of(step, field),
+                flag,
                 dest=_dest(step, field),
                 type=_value_type(types[field.name]),
                 default=field.default,
-                choices=field.metadata.get("choices"),
+                choices=choices,
+                # As argparse would name it from the flag; choices show themselves.
+                metavar=None if choices else flag.lstrip("-").replace("-", "_").upper(),
                 help=help_text,
             )
 
