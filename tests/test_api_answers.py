@@ -3,6 +3,7 @@
 import pytest
 from PIL import Image
 
+from transforms.records import ImageRecord, ManifestEntry
 from transforms.remote import endpoints, grid
 from transforms.remote.answer_store import StoredAnswer
 from transforms.remote.api_step import shrink
@@ -192,24 +193,26 @@ def test_shrink_keeps_small_images_and_records_the_scale():
 
 
 def test_remote_results_fill_the_local_columns():
+    entry = ManifestEntry("a.jpg", "", "a.jpg", "v1", "/corpus/a.jpg", "a" * 64, 1)
+    record = ImageRecord(entry=entry)
     labels = StoredAnswer(
         "2023-10-01", [{"label": "dog", "score": 0.9}, {"label": "x", "score": 0.1}]
     )
-    result = labels_result(labels, "azure-vision", top_k=1)
+    result = labels_result(record, labels, "azure-vision", top_k=1)
     assert result["labels"] == [{"class_id": None, "label": "dog", "score": 0.9}]
     assert (result["backend"], result["model"]) == ("azure-vision", "2023-10-01")
     lines = [
         {"text": "a", "score": 0.2, "box": [[0, 0]] * 4},
         {"text": "b", "score": None, "box": [[0, 0]] * 4},
     ]
-    text = text_result(StoredAnswer("m", lines), "google-vision", min_score=0.5)
+    text = text_result(record, StoredAnswer("m", lines), "google-vision", min_score=0.5)
     assert text["text"] == "b"
     faces = [
         {"box": [50, 0, 60, 10], "keypoints": {}, "score": 0.9},
         {"box": [0, 0, 10, 10], "keypoints": {}, "score": None},
         {"box": [20, 0, 30, 10], "keypoints": {}, "score": 0.1},
     ]
-    result = faces_result(StoredAnswer("m", faces), "g", "a" * 64, "det", 0.5)
+    result = faces_result(record, StoredAnswer("m", faces), "g", "det", 0.5)
     assert [face["box"]["left"] for face in result["faces"]] == [0, 50]
     assert [face["face_index"] for face in result["faces"]] == [0, 1]
 

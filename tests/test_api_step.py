@@ -1,5 +1,7 @@
 """`CallVisionApi` as a composite: stored answers, refusals, request failures, metrics."""
 
+import functools
+
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
@@ -40,7 +42,7 @@ def _run(corpus_root, url, records, api):
         corpus_root=corpus_root,
         settings=settings,
         read=labels_from_google if isinstance(api, GoogleVision) else labels_from_azure,
-        make_result=lambda record, stored: labels_result(stored, api.name, 3),
+        make_result=functools.partial(labels_result, backend=api.name, top_k=3),
     )
     pipeline = make_test_pipeline()
     outputs = pipeline | beam.Create(records) | step

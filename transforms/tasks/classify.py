@@ -23,8 +23,9 @@ import pyarrow as pa
 from PIL import Image
 
 from transforms.corpus.ingest import sha256_of_uri
+from transforms.inference.model_files import model_cache_dir
 from transforms.inference.onnx_session import new_session
-from transforms.inference.run_model import LocalModel, RunModelOnImages, model_cache_dir
+from transforms.inference.run_model import LocalModel, RunModelOnImages
 from transforms.records import LOCAL_BACKEND, ImageRecord, StepName
 from transforms.remote.answer_store import StoredAnswer
 from transforms.remote.api import Api
@@ -246,7 +247,9 @@ def _attach(
     return record.with_result(StepName.GENERAL_CLASSIFICATION, result)
 
 
-def labels_result(stored: StoredAnswer, backend: str, top_k: int) -> dict[str, Any]:
+def labels_result(
+    record: ImageRecord, stored: StoredAnswer, backend: str, top_k: int
+) -> dict[str, Any]:
     """The step's result from an API's stored labels."""
     return {
         "step_version": STEP_VERSION,
@@ -259,14 +262,10 @@ def labels_result(stored: StoredAnswer, backend: str, top_k: int) -> dict[str, A
     }
 
 
-def _labels(record: ImageRecord, stored: StoredAnswer, backend: str, top_k: int) -> dict:
-    return labels_result(stored, backend, top_k)
-
-
 def _build(context: StepContext) -> beam.PTransform:
     settings = context.settings_for(ClassificationSettings)
     if api := settings.api():
-        make = functools.partial(_labels, backend=api.name, top_k=settings.top_k)
+        make = functools.partial(labels_result, backend=api.name, top_k=settings.top_k)
         return on_api(context, StepName.GENERAL_CLASSIFICATION, settings.backend, api, make)
     return ClassifyImages(settings)
 

@@ -34,7 +34,10 @@ def _build_detection(context: StepContext) -> beam.PTransform:
     settings = context.settings_for(FaceDetectionSettings)
     if api := settings.api():
         make = functools.partial(
-            _faces, backend=api.name, detector=settings.detector(), min_score=settings.min_score
+            detection.faces_result,
+            backend=api.name,
+            detector=settings.detector(),
+            min_score=settings.min_score,
         )
         return on_api(context, StepName.FACE_DETECTION, settings.backend, api, make)
     return detection.DetectFaces(settings)

@@ -162,7 +162,9 @@ class ExtractText(beam.PTransform):
         )
 
 
-def text_result(stored: StoredAnswer, backend: str, min_score: float) -> dict[str, Any]:
+def text_result(
+    record: ImageRecord, stored: StoredAnswer, backend: str, min_score: float
+) -> dict[str, Any]:
     """The step's result from an API's stored text lines."""
     lines = [
         TextLine(line["text"], line["score"], [tuple(point) for point in line["box"]])
@@ -172,14 +174,10 @@ def text_result(stored: StoredAnswer, backend: str, min_score: float) -> dict[st
     return ocr_result(lines, model=stored.model, backend=backend)
 
 
-def _text(record: ImageRecord, stored: StoredAnswer, backend: str, min_score: float) -> dict:
-    return text_result(stored, backend, min_score)
-
-
 def _build(context: StepContext) -> beam.PTransform:
     settings = context.settings_for(OcrSettings)
     if api := settings.api():
-        make = functools.partial(_text, backend=api.name, min_score=settings.min_score)
+        make = functools.partial(text_result, backend=api.name, min_score=settings.min_score)
         return on_api(context, StepName.OCR, settings.backend, api, make)
     return ExtractText(settings)
 

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from transforms.inference.run_model import LocalModel, packaged_file
+from transforms.inference.model_files import packaged_file
+from transforms.inference.run_model import LocalModel
 
 MODEL_ID = "blazeface-full-range-mediapipe"
 INPUT_SIZE = 192

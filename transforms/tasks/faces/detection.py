@@ -231,7 +231,7 @@ class DetectFaces(beam.PTransform):
 
 
 def faces_result(
-    stored: StoredAnswer, backend: str, image_sha256: str, detector: str, min_score: float
+    record: ImageRecord, stored: StoredAnswer, backend: str, detector: str, min_score: float
 ) -> dict[str, Any]:
     """The step's result from an API's stored faces."""
     found = [
@@ -248,5 +248,5 @@ def faces_result(
         "backend": backend,
         "model": stored.model,
         "detector": detector,
-        "faces": numbered_faces(image_sha256, detector, found),
+        "faces": numbered_faces(record.entry.image_sha256, detector, found),
     }

@@ -7,7 +7,7 @@ it is never loaded.
 
 from __future__ import annotations
 
-from transforms.inference.run_model import packaged_file
+from transforms.inference.model_files import packaged_file
 
 SHAPE_PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"
 EMBEDDER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
