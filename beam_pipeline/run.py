@@ -384,17 +384,24 @@ def build_graph(pipeline: beam.Pipeline, plan: RunPlan):
         if with_pixels and not any(later.needs_pixels for later, _, _ in steps[index:]):
             records = records | "ReleasePixels" >> beam.Map(ImageRecord.without_pixels)
             with_pixels = False
-        outputs = records | label >> transform
+        step_input = {**_side_inputs(step, side_outputs), RECORDS: records}
+        outputs = (step_input if step.side_inputs else records) | label >> transform
         records = outputs[RECORDS]
         errors.append(outputs[ERRORS])
         side_outputs.update({tag: outputs[tag] for tag in step.side_outputs})
     all_errors = errors | "CollectErrors" >> beam.Flatten()
     terminal_step, terminal_label, terminal_transform = terminal
-    side_inputs = {
-        tag: side_outputs[tag] for tag in terminal_step.side_inputs if tag in side_outputs
+    terminal_input = {
+        **_side_inputs(terminal_step, side_outputs),
+        RECORDS: records,
+        ERRORS: all_errors,
     }
-    terminal_input = {**side_inputs, RECORDS: records, ERRORS: all_errors}
     return terminal_input | terminal_label >> terminal_transform
+
+
+def _side_inputs(step: Step, side_outputs: Mapping[str, beam.PCollection]) -> dict:
+    """The side outputs a step reads, of those the run has."""
+    return {tag: side_outputs[tag] for tag in step.side_inputs if tag in side_outputs}
 
 
 def prepare_models(plan: RunPlan) -> None:

@@ -1,4 +1,4 @@
-"""Imaginem library: records, pure path functions, decode, steps and sinks.
+"""Imaginem library: the steps and what they stand on (see the README's code layout).
 
 Nothing here parses a command line; `beam_pipeline` is the application. Runs name this
 package as a Beam plugin, so a worker imports it before it unpickles any step.

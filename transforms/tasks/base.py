@@ -63,7 +63,8 @@ class Step:
         side_outputs: what it emits besides `records` and `errors` (e.g. face
             clusters), for a later step to read.
         side_inputs: the side outputs (of earlier steps, or `aliases` from reading
-            the corpus) it reads, where the run has them.
+            the corpus) it reads, where the run has them; a step with side inputs
+            gets a dict of PCollections, `records` and one per side input.
         parameters: what changes the step's result besides its version (model,
             backend, options); with it, results are stored and reused, keyed by
             their fingerprint. None: computed on every run (cheap or global steps).
