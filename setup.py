@@ -1,23 +1,16 @@
 """Packaging for Imaginem on Beam; workers install it with --setup_file."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="imaginem-beam",
     version="0.1.0",
     description="A versioned image corpus and the Apache Beam pipeline over it",
     python_requires=">=3.11",
-    packages=[
-        "beam_pipeline",
-        "transforms",
-        "transforms.corpus",
-        "transforms.inference",
-        "transforms.io",
-        "transforms.remote",
-        "transforms.tables",
-        "transforms.tasks",
-        "transforms.tasks.faces",
-    ],
+    # Found, not listed: a sub-package left out of a list is missing on the workers.
+    packages=find_packages(
+        include=["beam_pipeline", "beam_pipeline.*", "transforms", "transforms.*"]
+    ),
     install_requires=[
         "apache-beam[azure]>=2.77,<2.78",
         # The Azure Table copy of the metadata (Beam's azure extra has only blobs).

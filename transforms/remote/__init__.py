@@ -1,1 +1,2 @@
-"""Remote vision APIs: the job-wide quota, HTTP clients, and a fake server for tests."""
+"""Remote vision APIs: one module per API, the backend registry, the step that calls
+them, stored answers, the job-wide quota and HTTP calls with retries."""

@@ -1,1 +1,2 @@
-"""The metadata tables: Delta Lake tables, their schemas, and the stores built on them."""
+"""The metadata tables: Delta Lake tables, their schemas, the result store, the
+transforms table and the Azure Table copy."""

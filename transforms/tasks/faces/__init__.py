@@ -1,1 +1,2 @@
-"""Face steps: detection, aligned crops, embeddings and matching."""
+"""The face work: detection, aligned crops, embeddings, matching and the faces table's
+rows (registered as steps in `transforms.tasks.face_steps`)."""

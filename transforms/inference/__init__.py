@@ -1,0 +1,1 @@
+"""Running models over images: the RunInference wiring, model files, ONNX sessions."""

@@ -1,0 +1,1 @@
+"""Storage: local folders or Beam filesystems, Azure access and blobs, Azure Table keys."""
