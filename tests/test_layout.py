@@ -105,3 +105,10 @@ def test_the_library_imports_no_application_and_parses_no_flags(module):
     }
     assert "argparse" not in imported
     assert not any(name.startswith("beam_pipeline") for name in imported)
+
+
+def test_every_folder_of_code_is_a_package():
+    """A folder without `__init__.py` is left out of the wheel the workers install."""
+    folders = {path.parent for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
+    missing = sorted(str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").exists())
+    assert not missing, f"add an __init__.py to: {', '.join(missing)}"
