@@ -16,11 +16,14 @@ Add --help after a command for its options."""
 COMMAND_NAMES = ("ingest", "run", "diff", "migrate", "sample-corpus", "steps")
 
 
-class _DropImportNoise(logging.Filter):
-    """Beam warns at import about optional Google Cloud clients we never use."""
+# What Beam logs at import about optional Google Cloud clients this tool never uses.
+_IMPORT_NOISE = ("apitools not found", "Failed to import GCSFileSystem")
 
+
+class _DropImportNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "apitools not found" not in record.getMessage()
+        message = record.getMessage()
+        return not any(noise in message for noise in _IMPORT_NOISE)
 
 
 def _configure_logging() -> None:
@@ -36,9 +39,14 @@ def _configure_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
     if not argv or argv[0] not in COMMAND_NAMES:
+        if argv:
+            print(f"imaginem: unknown command {argv[0]!r}", file=sys.stderr)
         print(USAGE, file=sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        return 2
     _configure_logging()
     # Imported only now, so that the filter above sees what importing Beam logs.
     from beam_pipeline.commands import COMMANDS
