@@ -15,6 +15,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from transforms.inference.onnx_session import import_onnxruntime
 from transforms.inference.run_model import LocalModel, RunModelOnImages
 from transforms.records import LOCAL_BACKEND, ImageRecord, StepName
 from transforms.remote.answer_store import StoredAnswer
@@ -94,6 +95,7 @@ class RapidOcr(LocalModel):
         self._threads = threads
 
     def load(self) -> Any:
+        import_onnxruntime()  # before RapidOCR imports it: telemetry off
         from rapidocr import RapidOCR
 
         return RapidOCR(
