@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import socket
 
 from beam_pipeline.arg_types import positive
 from transforms.remote import endpoints
@@ -78,6 +79,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_host(host: str) -> None:
+    """Raises ValueError unless the quota service can listen on `host`."""
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError) as error:
+        raise ValueError(
+            f"--api-quota-host {host!r} is not an address of this machine or a name "
+            "that resolves to one"
+        ) from error
+
+
 @dataclasses.dataclass(frozen=True)
 class ApiPlan:
     """The APIs a run calls, how, and what they cost."""
@@ -98,9 +110,12 @@ def resolve(args: argparse.Namespace, chosen: dict[str, Api]) -> ApiPlan | None:
     Raises:
         ValueError: a missing endpoint or key, or a bad config file.
     """
+    # Read even when no step runs on an API: a wrong path is a mistake to report.
+    config = endpoints.read_config(args.api_config) if args.api_config else {}
+    if args.api_rate:
+        check_host(args.api_quota_host)
     if not chosen:
         return None
-    config = endpoints.read_config(args.api_config) if args.api_config else {}
     names = sorted({api.name for api in chosen.values()})
     found = {name: endpoints.resolve(name, config.get(name)) for name in names}
     prices = {

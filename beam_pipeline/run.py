@@ -18,8 +18,8 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.runner import PipelineResult
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult, create_runner
 
 from beam_pipeline import api_options, azure_options, local_runner, step_options
 from transforms import paths
@@ -170,6 +170,19 @@ def _count_images(corpus_root: str, corpus_version: str) -> int:
     return total
 
 
+def _check_runner_options(options: PipelineOptions) -> None:
+    """Raises UsageError for a runner Beam does not know or a negative worker count."""
+    runner = options.view_as(StandardOptions).runner
+    if runner is not None:
+        try:
+            create_runner(runner)
+        except (ValueError, ImportError) as error:
+            raise UsageError(f"--runner {runner}: {error}") from error
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers < 0:
+        raise UsageError(f"--direct_num_workers must be 0 (every core) or more, got {workers}")
+
+
 def _chosen_apis(steps: list[Step], settings: Mapping[type, Any]) -> dict[str, Api]:
     """Step -> the API its settings chose, for the run's steps that run on one."""
     return {
@@ -289,6 +302,7 @@ def plan_run(argv: list[str] | None) -> RunPlan:
     except ValueError as error:
         raise UsageError(str(error)) from error
     options = PipelineOptions(beam_flags)
+    _check_runner_options(options)
     if local_runner.uses_default_runner(options):
         options = local_runner.with_local_defaults(options, beam_flags)
     return RunPlan(

@@ -38,6 +38,10 @@ def test_planning_a_run_writes_nothing(small_corpus):
         (["stray", "--runner", "PortableRunner"], "unrecognised flag.*stray"),
         (["--direct_num_workers=x"], "invalid Beam flag value"),
         (["--step-module", "not_a_module"], "cannot import step module"),
+        (["--runner", "NoSuchRunner"], "Unexpected pipeline runner: NoSuchRunner"),
+        (["--direct_num_workers", "-3"], "--direct_num_workers must be 0"),
+        (["--api-rate", "5/s", "--api-quota-host", "999.1.1.1"], "--api-quota-host"),
+        (["--api-config", "/no/such/apis.toml"], "cannot read --api-config"),
         (["--classification-top-k", "0"], "--classification-top-k must be 1-1000"),
         (
             ["--steps", "facedetection", "--face-grid", "2"],
@@ -130,3 +134,20 @@ def test_run_help_lists_step_options(capsys):
         main(["run", "--help"])
     out = capsys.readouterr().out
     assert "--thumbnail-version" in out and "--max-pixels" in out
+
+
+def test_an_api_config_value_of_the_wrong_type_is_named_not_shown(small_corpus, tmp_path):
+    config = tmp_path / "apis.toml"
+    config.write_text("[azure-vision]\nkey = 12345\n")
+    with pytest.raises(UsageError, match="key must be a quoted string") as caught:
+        _plan(small_corpus, "--api-config", str(config))
+    assert "12345" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("corpus", "message"),
+    [("", "the corpus root is empty"), ("gs://bucket/corpus", "no filesystem for gs://")],
+)
+def test_a_corpus_root_that_cannot_work_is_refused(corpus, message):
+    with pytest.raises(UsageError, match=message):
+        plan_run(["--corpus", corpus, "--version", "v1"])

@@ -26,14 +26,27 @@ def absolute_root(root: str) -> str:
     """A checked corpus root; a local one made absolute so URIs do not depend on cwd.
 
     Raises:
-        ValueError: the root holds glob characters, which Beam's matching cannot escape.
+        ValueError: an empty root, one with glob characters (Beam's matching cannot
+            escape them), or a scheme no installed filesystem serves.
     """
+    if not root.strip():
+        raise ValueError("the corpus root is empty: give a folder or a Beam URI")
     if found := sorted(_GLOB_CHARACTERS.intersection(root)):
         raise ValueError(
             f"corpus root {root!r} contains {' '.join(found)}; Beam reads those as "
             "wildcards: choose a root without them"
         )
-    return os.path.abspath(root) if is_local(root) else root.rstrip("/")
+    if is_local(root):
+        return os.path.abspath(root)
+    try:
+        FileSystems.get_filesystem(root)
+    except (ValueError, BeamIOError) as error:
+        scheme = root.split("://", 1)[0]
+        raise ValueError(
+            f"no filesystem for {scheme}:// is installed (the azfs:// one is; gs:// needs "
+            "apache-beam[gcp], s3:// apache-beam[aws]): choose another root or install it"
+        ) from error
+    return root.rstrip("/")
 
 
 def _is_not_found(error: BaseException) -> bool:

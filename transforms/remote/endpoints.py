@@ -89,6 +89,13 @@ def read_config(path: str) -> dict[str, ApiConfig]:
         price = section.get("price_per_1000")
         if price is not None and (not isinstance(price, int | float) or price < 0):
             raise ValueError(f"--api-config {path} [{name}]: price_per_1000 must be a number ≥ 0")
+        for field in ("endpoint", "key"):
+            if field in section and not isinstance(section[field], str):
+                # The value is not echoed: it may be a key.
+                raise ValueError(
+                    f"--api-config {path} [{name}]: {field} must be a quoted string, "
+                    f'e.g. {field} = "..."'
+                )
         configs[name] = ApiConfig(section.get("endpoint"), section.get("key"), price)
     return configs
 
