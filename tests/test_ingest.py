@@ -190,3 +190,35 @@ def test_missing_drop_folder_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["ingest", str(tmp_path / "nope"), "--corpus", str(tmp_path), "--version", "v1"])
     assert "does not exist" in capsys.readouterr().err
+
+
+def _name_of(total_bytes: int) -> str:
+    """A file name of `total_bytes` UTF-8 bytes, with two-byte characters in it."""
+    stem = "é" * ((total_bytes - 4) // 2) + "x" * ((total_bytes - 4) % 2)
+    return stem + ".png"
+
+
+def test_names_too_long_for_their_outputs_are_refused_at_ingest(tmp_path):
+    from transforms.paths import MAX_FILE_NAME_BYTES
+    from transforms.tasks.faces.crop import crop_name
+    from transforms.tasks.thumbnail import thumbnail_name
+
+    longest, too_long = _name_of(MAX_FILE_NAME_BYTES), _name_of(MAX_FILE_NAME_BYTES + 1)
+    folder = str(tmp_path / "drop")
+    image_factory.write_files(
+        folder, {longest: image_factory.png_bytes(), too_long: image_factory.png_bytes()}
+    )
+    root = str(tmp_path / "corpus")
+    report = ingest_drop(folder, root, "v1")
+    assert report.copied == 1
+    assert [(f.source_path, "longer than" in f.reason) for f in report.failed] == [(too_long, True)]
+    # Every output named after the longest accepted name can be written.
+    out = tmp_path / "out"
+    for name in (thumbnail_name(longest), crop_name(longest, 1000)):
+        storage.write_bytes_atomically(str(out / name), b"x")
+    assert len(os.listdir(out)) == 2
+
+
+def test_a_temporary_name_fits_however_long_the_name():
+    target = "é" * 127 + "x"  # 255 bytes, the most a name may have
+    assert len(storage._partial_name(target).encode()) <= 255

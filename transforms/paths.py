@@ -28,6 +28,10 @@ _VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # Blob stores treat a backslash as a separator, so it is refused like "/".
 _FORBIDDEN_IN_COMPONENT = ("/", "\\")
 _MAX_COMPONENT_BYTES = 255
+# What outputs add to a file's name at most (`<file>.face-NNNN.jpg`): a longer name
+# would be ingested and then fail at `thumbnail` or `facecrop`.
+DERIVED_SUFFIX_BYTES = 16
+MAX_FILE_NAME_BYTES = _MAX_COMPONENT_BYTES - DERIVED_SUFFIX_BYTES
 
 
 class UnsafePathError(ValueError):
@@ -64,6 +68,21 @@ def check_component(component: str) -> str:
     if len(encoded) > _MAX_COMPONENT_BYTES:
         raise UnsafePathError(f"path component longer than {_MAX_COMPONENT_BYTES} bytes")
     return component
+
+
+def check_file_name(file_name: str) -> str:
+    """Returns `file_name` if it is safe and leaves room for the names derived from it.
+
+    Raises:
+        UnsafePathError: an unsafe component, or longer than `MAX_FILE_NAME_BYTES`.
+    """
+    check_component(file_name)
+    if len(file_name.encode("utf-8")) > MAX_FILE_NAME_BYTES:
+        raise UnsafePathError(
+            f"file name longer than {MAX_FILE_NAME_BYTES} bytes (UTF-8): its thumbnail and "
+            f"face chips add up to {DERIVED_SUFFIX_BYTES} more, and a name may have 255"
+        )
+    return file_name
 
 
 def check_version(version: str, what: str = "corpus version") -> str:

@@ -98,7 +98,7 @@ def _inside(path: str, folder: str) -> bool:
 
 def _name_problem(name: str, what: str) -> str | None:
     try:
-        paths.check_component(name)
+        (paths.check_file_name if what == "file" else paths.check_component)(name)
     except paths.UnsafePathError as error:
         return f"{what} name: {error}"
     return None

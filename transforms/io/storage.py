@@ -140,11 +140,15 @@ def write_atomically(uri: str, write: Callable[[BinaryIO], None], overwrite: boo
 # A temporary file names its writer, so one left by a killed writer can be told from
 # one still being written: `.<name>~<host>~<pid>~<random>.partial`.
 _PARTIAL_SUFFIX = ".partial"
-_HOST = socket.gethostname().replace("~", "-")
+_HOST = socket.gethostname().replace("~", "-")[:64]
 
 
 def _partial_name(name: str) -> str:
-    return f".{name}~{_HOST}~{os.getpid()}~{uuid.uuid4().hex[:12]}{_PARTIAL_SUFFIX}"
+    """The temporary name, cut to fit in 255 bytes whatever the name's length."""
+    writer = f"~{_HOST}~{os.getpid()}~{uuid.uuid4().hex[:12]}{_PARTIAL_SUFFIX}"
+    room = 255 - 1 - len(writer.encode("utf-8"))
+    stub = name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return f".{stub}{writer}"
 
 
 def _alive(pid: int) -> bool:
