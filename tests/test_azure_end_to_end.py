@@ -203,9 +203,10 @@ from transforms.tables import delta
 
 root = sys.argv[1]
 where = {name: delta.location(root, name) for name in ("images", "faces", "errors")}
-images = DeltaTable(where["images"].uri, storage_options=where["images"].storage_options())
-images = images.to_pyarrow_dataset()
+table = DeltaTable(where["images"].uri, storage_options=where["images"].storage_options())
+images = pl.read_delta(where["images"].uri, storage_options=where["images"].storage_options())
 faces = pl.read_delta(where["faces"].uri, storage_options=where["faces"].storage_options())
+assert table.version() >= 0
 print(duckdb.sql("SELECT count(*) FROM images").fetchall()[0][0], faces.height)
 """
 

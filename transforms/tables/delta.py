@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from transforms import paths
 from transforms.io import storage
@@ -253,10 +255,25 @@ def delete(where: DeltaLocation, predicate: str, metadata: Mapping[str, str] | N
         )
 
 
+def _dataset(where: DeltaLocation, version: int | None = None) -> pads.Dataset:
+    """A snapshot as a pyarrow dataset; a local table's files opened by pyarrow itself.
+
+    Over delta-rs's (Python) filesystem, pyarrow's CPU-pool thread may drop the last
+    reference to a Python file after the scan returned; that takes the GIL, and at
+    interpreter exit the thread is ended inside a C++ destructor: std::terminate.
+    Remote tables keep delta-rs's filesystem, which knows their storage options.
+    """
+    table = _open(where, version)
+    if where.access is None:
+        root = pafs.SubTreeFileSystem(os.path.abspath(where.uri), pafs.LocalFileSystem())
+        return table.to_pyarrow_dataset(filesystem=root)
+    return table.to_pyarrow_dataset()
+
+
 def _scan(dataset: pads.Dataset, columns: Sequence[str] | None, filter) -> pa.Table:
     """Scans without pre-buffering or scan threads.
 
-    delta-rs hands pyarrow a Python filesystem; pyarrow's pre-buffered reads over it
+    Over delta-rs's Python filesystem (remote tables), pyarrow's pre-buffered reads
     leave futures that free Python buffers on an I/O thread during interpreter exit,
     which aborts the process (std::terminate) once Beam is imported.
     """
@@ -277,7 +294,7 @@ def read(
     """Rows of the table's current (or given) snapshot; an empty table if it does not exist."""
     if not exists(where):
         return pa.table({})
-    return _scan(_open(where, version).to_pyarrow_dataset(), columns, filter)
+    return _scan(_dataset(where, version), columns, filter)
 
 
 def read_rows(where: DeltaLocation, filter: pads.Expression | None = None) -> list[dict[str, Any]]:
@@ -304,7 +321,7 @@ def read_part(
 
     Lets workers read one snapshot in parallel, each a share of its files.
     """
-    dataset = _open(where, version).to_pyarrow_dataset()
+    dataset = _dataset(where, version)
     fragments = list(dataset.get_fragments())[part::parts]
     wanted = list(columns) if columns else None
     if not fragments:
