@@ -25,6 +25,7 @@ from transforms.corpus.ingest import (
     DEFAULT_MAX_PARALLEL_METADATA,
     BlobDestination,
     IngestReport,
+    check_apart,
     ingest_drop,
 )
 from transforms.corpus.read import image_hashes
@@ -97,6 +98,10 @@ def ingest(argv: list[str]) -> int:
         parser.error(str(error))
     if not os.path.isdir(args.drop_dir):
         parser.error(f"drop folder {args.drop_dir!r} does not exist or is not a folder")
+    try:
+        check_apart(args.drop_dir, args.corpus)
+    except ValueError as error:
+        parser.error(str(error))
     # Beam's filesystems (manifest and tables) find their credentials in the environment.
     FileSystems.set_options(PipelineOptions(azure_options.beam_flags_for(azure.access)))
     destination = None

@@ -55,6 +55,21 @@ def test_a_symlinked_folder_never_takes_a_real_folders_set_path(drop):
     assert not any(f.source_path.startswith("a-link") for f in scan.files)
 
 
+def test_a_link_in_a_folder_walked_first_does_not_take_a_later_real_folder(tmp_path):
+    drop = tmp_path / "drop"
+    image_factory.write_files(str(drop), {"zzz/x.png": image_factory.png_bytes()})
+    (drop / "aaa").mkdir()
+    os.symlink("../zzz", drop / "aaa" / "link")
+    scan = scan_drop(str(drop))
+    assert [(f.source_path, f.set_path) for f in scan.files] == [("zzz/x.png", "zzz")]
+
+
+def test_a_corpus_inside_the_drop_is_refused(tmp_path, drop):
+    with pytest.raises(ValueError, match="inside the drop folder"):
+        ingest_drop(drop, os.path.join(drop, "corpus"), "v1")
+    assert not os.path.exists(os.path.join(drop, "corpus"))
+
+
 def test_images_in_a_refused_folder_are_each_rejected(drop):
     image_factory.write_files(drop, {"bad\x07name/inner/x.jpg": b"1", "bad\x07name/y.png": b"2"})
     scan = scan_drop(drop)
@@ -177,10 +192,12 @@ def test_cli_lists_failures_and_exits_non_zero(tmp_path, drop, capsys):
         (["--version", "../v1"], "invalid corpus version"),
         (["--max-parallel", "0"], "must be above 0"),
         (["--corpus", "/tmp/corpus[1]"], "wildcards"),
+        (["--corpus", "DROP/corpus"], "inside the drop folder"),
     ],
 )
 def test_cli_rejects_bad_flags(tmp_path, drop, capsys, argv, message):
     with pytest.raises(SystemExit) as exited:
+        argv = [arg.replace("DROP", drop) for arg in argv]
         main(["ingest", drop, "--corpus", str(tmp_path / "c"), "--version", "v1", *argv])
     assert exited.value.code == 2
     assert message in capsys.readouterr().err

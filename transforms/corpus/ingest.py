@@ -104,19 +104,39 @@ def _name_problem(name: str, what: str) -> str | None:
     return None
 
 
+def check_apart(drop_dir: str, root: str) -> None:
+    """Raises ValueError if a local corpus root lies inside the drop: the corpus would
+    be ingested into itself, one level deeper at every run."""
+    if storage.is_local(root) and _inside(os.path.realpath(root), os.path.realpath(drop_dir)):
+        raise ValueError(
+            f"the corpus root {root} is inside the drop folder {drop_dir}: "
+            "keep the corpus outside the drop"
+        )
+
+
+def _real_folders(drop_real: str) -> set[str]:
+    """Every folder of the drop reached without following a symlink."""
+    found = set()
+    for folder, subfolders, _ in os.walk(drop_real):
+        found.update(os.path.join(folder, name) for name in subfolders)
+    return found
+
+
 def scan_drop(drop_dir: str) -> DropScan:
     """Finds the images of a drop; hidden files and folders and non-images are ignored.
 
     Symlinks are followed only while they resolve inside the drop; one that leads
-    outside is rejected without its target ever being opened. Real folders are walked
-    before symlinks, so a link never takes over a real folder's set path. Images in a
-    folder whose name is refused are each rejected, never dropped unnamed.
+    outside is rejected without its target ever being opened. A symlink to a real
+    folder of the drop is ignored: that folder is walked under its own path, so a link
+    never takes over a real folder's set path. Images in a folder whose name is refused
+    are each rejected, never dropped unnamed.
     """
     drop_real = os.path.realpath(drop_dir)
     if not os.path.isdir(drop_real):
         raise NotADirectoryError(f"drop folder {drop_dir!r} does not exist or is not a folder")
     scan = DropScan()
-    visited = {drop_real}
+    # Real folders keep their own set paths; links to them are not walked again.
+    visited = {drop_real} | _real_folders(drop_real)
 
     def reject(source_path: str, reason: str) -> None:
         scan.rejected.append(Rejected(_display(source_path), reason))
@@ -137,10 +157,12 @@ def scan_drop(drop_dir: str) -> DropScan:
             if not _inside(target, drop_real):
                 reject(source_path, "symlink points outside the drop")
             elif os.path.isdir(target):
-                if target not in visited:
+                if not entry.is_symlink() or target not in visited:
                     visited.add(target)
                     reason = refused or _name_problem(entry.name, "folder")
                     walk(target, relative + (entry.name,), reason)
+                else:
+                    scan.ignored += 1  # a link to a folder walked under its own path
             elif not is_image_name(entry.name):
                 scan.ignored += 1
             elif not os.path.isfile(target):
@@ -436,6 +458,7 @@ def ingest_drop(
     paths.check_version(corpus_version)
     if max_parallel < 1 or max_parallel_metadata < 1:
         raise ValueError("max_parallel and max_parallel_metadata must be at least 1")
+    check_apart(drop_dir, root)
     destination = destination or FileSystemDestination()
     scan = scan_drop(drop_dir)
     for set_path in {drop_file.set_path for drop_file in scan.files}:
