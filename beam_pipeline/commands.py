@@ -18,7 +18,12 @@ from beam_pipeline.arg_types import positive
 from beam_pipeline.diff import describe as describe_diff
 from beam_pipeline.diff import diff_versions, needed_results
 from beam_pipeline.dry_run import estimate
-from beam_pipeline.summary import summarize, summary_record, write_summary_json
+from beam_pipeline.summary import (
+    describe_failures,
+    summarize,
+    summary_record,
+    write_summary_json,
+)
 from transforms import paths
 from transforms.corpus.ingest import (
     DEFAULT_MAX_PARALLEL,
@@ -162,6 +167,8 @@ def run(argv: list[str]) -> int:
         )
         return EXIT_FAILED
     print(summarize(result, context.corpus_root, context.corpus_version, plan.step_names))
+    if failures := describe_failures(context.corpus_root, context.corpus_version, plan.step_names):
+        print(failures)
     if path := plan.summary_json:
         write_summary_json(path, summary_record(result, plan.step_names))
     # Bad input images are reported in the errors table; they do not fail the run.

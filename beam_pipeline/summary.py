@@ -13,7 +13,7 @@ from transforms.io import storage
 from transforms.per_image import Outcome
 from transforms.records import INGEST_STEP, READ_STEP, StepName
 from transforms.remote import api_step
-from transforms.tables import azure_sink, azure_tables, result_store, schemas
+from transforms.tables import azure_sink, azure_tables, delta, result_store, schemas
 from transforms.tables.schemas import FACES
 from transforms.tasks.faces.match import GALLERY_STEP
 from transforms.tasks.output import ERROR_ROWS, FACE_ROWS, IMAGE_ROWS
@@ -132,6 +132,37 @@ def summarize(
     if azure := counters.get(azure_sink.NAMESPACE):
         lines.append(f"  {'Azure tables':<16} {_describe_azure(azure)}")
     return "\n".join(lines)
+
+
+MAX_FAILURES_SHOWN = 10
+
+
+def describe_failures(
+    corpus_root: str, corpus_version: str, steps: list[str], limit: int = MAX_FAILURES_SHOWN
+) -> str:
+    """The files of the version that failed the run's steps, by name, from `errors`."""
+    rows = delta.read_rows(
+        delta.location(corpus_root, schemas.ERRORS), delta.version_filter(corpus_version)
+    )
+    owned = {INGEST_STEP, READ_STEP, *steps}
+    failures = sorted(
+        (row["path"], row["step"], row["error_type"], row["message"] or "")
+        for row in rows
+        if row["step"] in owned or row["step"].startswith(f"{GALLERY_STEP}.")
+    )
+    if not failures:
+        return ""
+    lines = [f"{len(failures)} failure(s), in the errors table:"]
+    for path, step, error_type, message in failures[:limit]:
+        lines.append(f"  {path}: {step}: {error_type}: {_first_line(message)}")
+    if len(failures) > limit:
+        lines.append(f"  … and {len(failures) - limit} more")
+    return "\n".join(lines)
+
+
+def _first_line(message: str, width: int = 160) -> str:
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def write_summary_json(path: str, record: dict) -> None:

@@ -170,11 +170,13 @@ def test_a_step_module_adds_a_column(small_corpus, capsys):
         ]
     )
     assert code == 0
-    assert (
-        # Files with the same bytes are computed once.
-        f"grayscale        {len(set(image_factory.GOOD_FILES.values()))} processed, 0 failed"
-        in capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    # Files with the same bytes are computed once.
+    assert f"grayscale        {len(set(image_factory.GOOD_FILES.values()))} processed" in out
+    # The files that failed are named, with the step and the reason.
+    assert f"{len(image_factory.BAD_FILES)} failure(s), in the errors table:" in out
+    for path, (_, error_type) in image_factory.BAD_FILES.items():
+        assert f"  {path}: decode: {error_type}: " in out
     images = table_rows(small_corpus, schemas.IMAGES)
     assert len(images) == len(image_factory.GOOD_FILES)
     assert all(0 <= row["grayscale"]["mean"] <= 255 for row in images)
