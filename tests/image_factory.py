@@ -88,6 +88,14 @@ def heic_bytes() -> bytes:
     return buffer.getvalue()
 
 
+def jpeg_with_lying_header(width: int = 10_000, height: int = 10_000) -> bytes:
+    """A complete 16x16 JPEG whose frame header claims `width` x `height`."""
+    data = bytearray(jpeg_bytes(16, 16))
+    frame = data.index(b"\xff\xc0")  # SOF0: marker, length (2), precision (1), height, width
+    data[frame + 5 : frame + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
 def truncated_jpeg() -> bytes:
     data = jpeg_bytes(256, 256)
     return data[: len(data) // 2]

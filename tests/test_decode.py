@@ -83,6 +83,18 @@ def test_pixel_limit_is_checked_before_decoding():
         decode_image(image_factory.bomb_png())
 
 
+def test_a_jpeg_too_short_for_its_header_is_refused_before_decoding():
+    data = image_factory.jpeg_with_lying_header(10_000, 10_000)
+    assert len(data) < 1000
+    with pytest.raises(TruncatedImageError, match="cannot hold"):
+        decode_image(data)
+
+
+def test_a_plain_large_jpeg_still_decodes():
+    data = image_factory.encode(image_factory.Image.new("L", (2048, 2048), 128), "JPEG")
+    assert decode_image(data).image.size == (2048, 2048)
+
+
 def test_pixel_limit_is_configurable():
     with pytest.raises(PixelLimitError):
         decode_image(image_factory.jpeg_bytes(64, 48), max_pixels=1000)

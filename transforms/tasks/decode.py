@@ -23,6 +23,11 @@ DEFAULT_MAX_PIXELS = 100_000_000
 # Pillow refuses anything above twice its MAX_IMAGE_PIXELS before we can look.
 HARD_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 
+# A Huffman-coded JPEG spends at least one bit on each 8x8 block of each scan: 512
+# pixels per byte at the very most. Fewer bytes than a JPEG's header implies at 4096
+# pixels per byte means data is missing, which libjpeg would fill with grey.
+JPEG_MAX_PIXELS_PER_BYTE = 4096
+
 # Only these decoders ever see the bytes: fewer parsers, less attack surface.
 # JPEG also opens MPO; AVIF is Pillow's own plugin.
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
@@ -109,6 +114,12 @@ def decode_image(
             )
         if pixels == 0:
             raise UnsupportedFormatError(f"image has no pixels ({image.width}x{image.height})")
+        if image.format == "JPEG" and len(data) * JPEG_MAX_PIXELS_PER_BYTE < pixels:
+            # libjpeg fills what the data does not cover with grey and only warns.
+            raise TruncatedImageError(
+                f"{len(data):,} bytes cannot hold a {image.width}x{image.height} JPEG: "
+                "the file is cut short or its header lies"
+            )
         file_format = image.format or "UNKNOWN"
         frames = getattr(image, "n_frames", 1)
         original_mode = image.mode
