@@ -29,5 +29,5 @@ Outputs under $CORPUS/:
   transform/   thumbnails and face chips, by transform version
   metadata/    Delta Lake tables: manifest, image_sets, images, faces, errors, transforms, results
 Query them, e.g.:
-  $VENV/bin/python -c "from deltalake import DeltaTable; print(DeltaTable('$CORPUS/metadata/images').to_pyarrow_table(columns=['source_path', 'width', 'height']).to_pylist())"
+  $VENV/bin/python -c "from transforms.tables import delta; print(delta.read(delta.location('$CORPUS', 'images'), ['source_path', 'width', 'height']).to_pylist())"
 MSG

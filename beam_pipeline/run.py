@@ -22,11 +22,12 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.runner import PipelineResult, create_runner
 
 from beam_pipeline import api_options, azure_options, local_runner, step_options
+from beam_pipeline.progress_view import show_progress
 from transforms import paths
-from transforms.corpus.read import ALIASES, ReadCorpus, manifest_rows, set_paths
+from transforms.corpus.read import ALIASES, ReadCorpus, image_hashes, manifest_rows, set_paths
 from transforms.io import storage
 from transforms.per_image import ERRORS, RECORDS
-from transforms.records import ImageRecord
+from transforms.records import ImageRecord, StepName
 from transforms.remote.answer_store import answer_step, legacy_answer_files
 from transforms.remote.api import Api
 from transforms.remote.api_step import answer_store
@@ -450,10 +451,19 @@ def start(plan: RunPlan) -> PipelineResult:
             "Holding API requests to %s with the quota service at %s", quota.rate, quota.url
         )
     # The job's quota service lives exactly as long as the pipeline.
-    with quota if quota is not None else contextlib.nullcontext():
+    with quota if quota is not None else contextlib.nullcontext(), _progress(plan):
         result = pipeline.run()
         result.wait_until_finish()
     return result
+
+
+def _progress(plan: RunPlan) -> contextlib.AbstractContextManager:
+    """Progress while the pipeline runs, where the workers can report it (local runner)."""
+    if not local_runner.uses_default_runner(plan.pipeline_options):
+        return contextlib.nullcontext()
+    context = plan.context
+    images = len(image_hashes(context.corpus_root, context.corpus_version))
+    return show_progress([s for s in plan.step_names if s != StepName.PIPELINE_OUTPUT], images)
 
 
 def run(argv: list[str] | None = None) -> PipelineResult:

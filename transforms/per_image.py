@@ -15,6 +15,7 @@ from collections.abc import Callable
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from transforms import progress
 from transforms.records import ErrorRecord, ImageRecord
 
 RECORDS = "records"
@@ -56,7 +57,7 @@ class _ApplyToEachImage(beam.DoFn):
 
     def setup(self) -> None:
         self._counters = {
-            name: Metrics.counter(self._step, name)
+            name: progress.counter(self._step, name)
             for name in [*Outcome, "failed", "skipped_upstream_failed"]
         }
         self._latency = Metrics.distribution(self._step, "latency_ms")

@@ -9,7 +9,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from transforms import paths
+from transforms import paths, progress
 from transforms.io import storage
 from transforms.per_image import ERRORS, RECORDS
 from transforms.records import (
@@ -121,7 +121,7 @@ class _StartImages(beam.DoFn):
         self._plan = plan
 
     def setup(self) -> None:
-        self._not_read = Metrics.counter(READ_STEP, "not_needed")
+        self._not_read = progress.counter(READ_STEP, "not_needed")
         self._rejected = Metrics.counter(INGEST_STEP, "failed")
 
     def process(self, keyed):
@@ -159,8 +159,8 @@ class _ReadOriginals(beam.DoFn):
     """A record with the bytes of its file, or of the first of its copies that reads."""
 
     def setup(self) -> None:
-        self._read = Metrics.counter(READ_STEP, "processed")
-        self._failed = Metrics.counter(READ_STEP, "failed")
+        self._read = progress.counter(READ_STEP, "processed")
+        self._failed = progress.counter(READ_STEP, "failed")
 
     def process(self, record: ImageRecord):
         # Each file is its own copy of the bytes: one missing or damaged is reported,

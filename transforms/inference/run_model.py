@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import (
     KeyedModelHandler,
     ModelHandler,
@@ -37,6 +36,7 @@ from apache_beam.ml.inference.base import (
     RunInference,
 )
 
+from transforms import progress
 from transforms.per_image import ERRORS, RECORDS, Outcome, upstream_failed
 from transforms.records import ErrorRecord, ImageRecord
 
@@ -216,9 +216,9 @@ class _Prepare(beam.DoFn):
         self._settled_aside = settled_aside
 
     def setup(self) -> None:
-        self._skipped = Metrics.counter(self._step, "skipped_upstream_failed")
-        self._reused = Metrics.counter(self._step, ANSWERS_REUSED)
-        self._stored = Metrics.counter(self._step, Outcome.REUSED)
+        self._skipped = progress.counter(self._step, "skipped_upstream_failed")
+        self._reused = progress.counter(self._step, ANSWERS_REUSED)
+        self._stored = progress.counter(self._step, Outcome.REUSED)
 
     def process(self, record: ImageRecord):
         example = self._example(record)
@@ -255,8 +255,8 @@ class _Attach(beam.DoFn):
         self._attach = attach
 
     def setup(self) -> None:
-        self._processed = Metrics.counter(self._step, "processed")
-        self._failed = Metrics.counter(self._step, "failed")
+        self._processed = progress.counter(self._step, "processed")
+        self._failed = progress.counter(self._step, "failed")
 
     def process(self, keyed_prediction: tuple[str, PredictionResult]):
         _, prediction = keyed_prediction

@@ -22,6 +22,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from transforms import progress
 from transforms.corpus.ingest import is_image_name
 from transforms.io import storage
 from transforms.per_image import ERRORS, RECORDS
@@ -294,7 +295,7 @@ class _BuildGallery(beam.PTransform):
 
 def _match(record: ImageRecord, gallery: Gallery, threshold: float) -> ImageRecord:
     if record.results.get(StepName.FACE_PRINT) is None:
-        Metrics.counter(StepName.FACE_MATCH, "skipped_upstream_failed").inc()
+        progress.counter(StepName.FACE_MATCH, "skipped_upstream_failed").inc()
         return record
     embeddings = record.results[StepName.FACE_PRINT]["embeddings"]
     vectors = np.array([e["embedding"] for e in embeddings], np.float32).reshape(-1, 128)
@@ -311,7 +312,7 @@ def _match(record: ImageRecord, gallery: Gallery, threshold: float) -> ImageReco
                 "distance": distance,
             }
         )
-    Metrics.counter(StepName.FACE_MATCH, "processed").inc()
+    progress.counter(StepName.FACE_MATCH, "processed").inc()
     result = {
         "step_version": STEP_VERSION,
         "threshold": threshold,
