@@ -1,5 +1,5 @@
 """Progress of a running pipeline, as the workers report it: images done per step,
-the rate and the time left.
+the rate and the time left (from the step furthest behind).
 
 On a terminal one line is redrawn every half second; otherwise (logs, CI) a line is
 logged every `LOG_EVERY_SECONDS`. Works where the workers inherit the driver's
@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -21,12 +22,14 @@ from typing import TextIO
 
 from transforms import progress
 from transforms.per_image import Outcome
-from transforms.records import READ_STEP
+from transforms.records import READ_STEP, StepName
 from transforms.remote.http_server import BackgroundServer, JsonHandler
 
 LOGGER = logging.getLogger("imaginem")
 REDRAW_SECONDS = 0.5
 LOG_EVERY_SECONDS = 30.0
+# Steps whose failures drop the image from the run, and so from every later step.
+_DROPPING = (READ_STEP, StepName.DECODE)
 # Counters that each mean one image done with a step, whatever happened to it.
 DONE = (
     "processed",
@@ -51,6 +54,11 @@ class _Counts:
         with self._lock:
             return sum(self._counts[progress.key(step, name)] for name in DONE)
 
+    def dropped(self) -> int:
+        """Images no later step sees: they could not be read or decoded."""
+        with self._lock:
+            return sum(self._counts[progress.key(step, "failed")] for step in _DROPPING)
+
 
 class _Handler(JsonHandler):
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
@@ -64,15 +72,18 @@ class _Handler(JsonHandler):
         self.send_json(200, {})
 
 
-def describe(done: dict[str, int], total: int, elapsed: float) -> str:
-    """`read 40/120 · decode 38/120 · ocr 12/120 · 2.1 images/s · about 52 s left`."""
-    parts = [f"{step} {count}/{total}" for step, count in done.items()]
-    slowest = min(done.values(), default=0)
-    if slowest and elapsed > 0:
-        rate = slowest / elapsed
-        parts.append(f"{rate:.1f} images/s")
-        if slowest < total:
-            parts.append(f"about {_duration((total - slowest) / rate)} left")
+def describe(done: dict[str, int], total: int, elapsed: float, dropped: int = 0) -> str:
+    """`decode 38/120 · ocr 12/118 · 2.1 images/s · about 52 s left`; steps after
+    decode count only the `dropped`-fewer images that reach them."""
+    totals = {step: total if step == StepName.DECODE else total - dropped for step in done}
+    parts = [f"{step} {count}/{totals[step]}" for step, count in done.items()]
+    if done and elapsed > 0:
+        slowest = min(done, key=lambda step: done[step] / max(totals[step], 1))
+        rate = done[slowest] / elapsed
+        if rate:
+            parts.append(f"{rate:.1f} images/s")
+            if done[slowest] < totals[slowest]:
+                parts.append(f"about {_duration((totals[slowest] - done[slowest]) / rate)} left")
     return " · ".join(parts)
 
 
@@ -91,15 +102,17 @@ def show_progress(steps: Sequence[str], total: int, stream: TextIO | None = None
     counts = _Counts()
     stop = threading.Event()
     on_terminal = stream.isatty()
-    shown = [READ_STEP, *steps]
 
     def draw() -> None:
         started, logged = time.monotonic(), time.monotonic()
         while not stop.wait(REDRAW_SECONDS):
             elapsed = time.monotonic() - started
-            line = describe({step: counts.done(step) for step in shown}, total, elapsed)
+            done = {step: counts.done(step) for step in steps}
+            line = describe(done, total, elapsed, counts.dropped())
             if on_terminal:
-                stream.write(f"\r{line}\x1b[K")
+                # One row, redrawn: a line wider than the terminal would wrap and scroll.
+                width = shutil.get_terminal_size().columns - 1
+                stream.write(f"\r{line[:width]}\x1b[K")
                 stream.flush()
             elif time.monotonic() - logged >= LOG_EVERY_SECONDS:
                 logged = time.monotonic()

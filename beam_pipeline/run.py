@@ -260,13 +260,14 @@ def plan_run(argv: list[str] | None) -> RunPlan:
             f"unrecognised flag(s): {' '.join(unknown)}; see `imaginem run --help` "
             "and Apache Beam's pipeline options"
         )
+    _check_runner_options(PipelineOptions(beam_flags))
     try:
         paths.check_version(args.version)
         steps = resolve_steps(parse_definition(args.steps), registry)
     except (paths.UnsafePathError, StepDefinitionError) as error:
         raise UsageError(str(error)) from error
     try:
-        settings = step_options.step_settings(args, registry.values())
+        settings = step_options.step_settings(args, steps)
         corpus_root = storage.absolute_root(args.corpus)
         azure = azure_options.resolve(args, corpus_root)
         api = api_options.resolve(args, _chosen_apis(steps, settings))
@@ -303,7 +304,6 @@ def plan_run(argv: list[str] | None) -> RunPlan:
     except ValueError as error:
         raise UsageError(str(error)) from error
     options = PipelineOptions(beam_flags)
-    _check_runner_options(options)
     if local_runner.uses_default_runner(options):
         options = local_runner.with_local_defaults(options, beam_flags)
     return RunPlan(

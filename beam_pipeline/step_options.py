@@ -41,6 +41,11 @@ def add_step_arguments(parser: argparse.ArgumentParser, steps: Iterable[Step]) -
         group = parser.add_argument_group(f"{step.name} step")
         types = typing.get_type_hints(step.settings)
         for field in dataclasses.fields(step.settings):
+            if field.default is dataclasses.MISSING:
+                raise TypeError(
+                    f"{step.settings.__name__}.{field.name} needs a default: make it with "
+                    "setting(default, help)"
+                )
             flag, choices = flag_of(step, field), field.metadata.get("choices")
             help_text = field.metadata.get("help", "")
             if field.default is not None:

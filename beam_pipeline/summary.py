@@ -148,7 +148,8 @@ def describe_failures(
     failures = sorted(
         (row["path"], row["step"], row["error_type"], row["message"] or "")
         for row in rows
-        if row["step"] in owned or row["step"].startswith(f"{GALLERY_STEP}.")
+        if row["step"] in owned
+        or (StepName.FACE_MATCH in steps and row["step"].startswith(f"{GALLERY_STEP}."))
     )
     if not failures:
         return ""

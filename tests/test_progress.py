@@ -13,9 +13,14 @@ from transforms.corpus.ingest import ingest_drop
 
 
 def test_describe_gives_counts_rate_and_time_left():
-    line = describe({"read": 40, "decode": 30, "ocr": 10}, total=100, elapsed=5.0)
-    assert line == "read 40/100 · decode 30/100 · ocr 10/100 · 2.0 images/s · about 45 s left"
+    line = describe({"decode": 30, "ocr": 10}, total=100, elapsed=5.0)
+    assert line == "decode 30/100 · ocr 10/100 · 2.0 images/s · about 45 s left"
     assert describe({"decode": 0}, total=100, elapsed=1.0) == "decode 0/100"
+
+
+def test_images_that_could_not_be_decoded_are_not_waited_for():
+    line = describe({"decode": 100, "ocr": 96}, total=100, elapsed=10.0, dropped=4)
+    assert line == "decode 100/100 · ocr 96/96 · 10.0 images/s"
 
 
 def _run_on_a_terminal(argv: list[str]) -> str:

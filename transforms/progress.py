@@ -3,7 +3,7 @@
 Beam's metrics reach the driver only when the pipeline ends. Where the driver asks
 for progress (it sets `IMAGINEM_PROGRESS_URL`, which the local runner's worker
 processes inherit), every increment of a counter made here is also added up in the
-worker and sent there about once a second. Progress is best effort: a report that
+worker and sent there about twice a second. Progress is best effort: a report that
 cannot be sent is dropped; the run's summary comes from Beam's metrics.
 """
 
@@ -21,6 +21,8 @@ from apache_beam.metrics import Metrics
 PROGRESS_URL_ENV = "IMAGINEM_PROGRESS_URL"
 SEND_EVERY_SECONDS = 0.5
 
+# The driver is on loopback: never through an HTTP proxy from the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _pending: collections.Counter[str] = collections.Counter()
 _lock = threading.Lock()
 _sender: threading.Thread | None = None
@@ -78,7 +80,7 @@ def send_pending(url: str | None) -> None:
         headers={"Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=5):
+        with _DIRECT.open(request, timeout=5):
             pass
     except OSError:
         pass  # the driver has stopped listening, or is busy: progress is best effort

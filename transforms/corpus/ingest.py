@@ -115,9 +115,10 @@ def check_apart(drop_dir: str, root: str) -> None:
 
 
 def _real_folders(drop_real: str) -> set[str]:
-    """Every folder of the drop reached without following a symlink."""
+    """Every folder of the drop the scan walks, reached without following a symlink."""
     found = set()
     for folder, subfolders, _ in os.walk(drop_real):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]  # not walked
         found.update(os.path.join(folder, name) for name in subfolders)
     return found
 

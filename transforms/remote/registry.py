@@ -1,8 +1,8 @@
 """The backend registry: which API runs which step on each backend.
 
 A backend (`azure`, `google`) is a set of API features, each from its API's module.
-Adding an API is one module with its `Api`, its readers and its `STEPS`, and one
-line here.
+Adding an API is one module with its `Api`, its readers and its `STEPS`, and its
+entries here (in `BACKENDS` and `APIS`).
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ class Step:
         result_type: Arrow type of the step's column in `images`, or None.
         settings: the step's settings dataclass (its options), or None.
         transform_spec: the versioned transform it writes, if any.
-        terminal: consumes `records`, `errors` and side outputs and writes the tables.
+        terminal: consumes `records`, `errors` (of every step) and its side inputs,
+            and writes the tables.
         description: one line for `imaginem steps`.
         needs_pixels: reads the image's pixels, bytes or artifacts; once no later
             step does, records travel without them.

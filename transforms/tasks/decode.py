@@ -114,7 +114,7 @@ def decode_image(
             )
         if pixels == 0:
             raise UnsupportedFormatError(f"image has no pixels ({image.width}x{image.height})")
-        if image.format == "JPEG" and len(data) * JPEG_MAX_PIXELS_PER_BYTE < pixels:
+        if image.format in ("JPEG", "MPO") and len(data) * JPEG_MAX_PIXELS_PER_BYTE < pixels:
             # libjpeg fills what the data does not cover with grey and only warns.
             raise TruncatedImageError(
                 f"{len(data):,} bytes cannot hold a {image.width}x{image.height} JPEG: "

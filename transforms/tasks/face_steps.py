@@ -12,8 +12,7 @@ from typing import Any
 import apache_beam as beam
 
 from transforms.io import storage
-from transforms.records import ImageRecord, StepName
-from transforms.remote.answer_store import StoredAnswer
+from transforms.records import StepName
 from transforms.tables.transforms import TransformSpec
 from transforms.tasks.base import Step, StepContext
 from transforms.tasks.decode import DecodeImages, DecodeSettings
@@ -22,12 +21,6 @@ from transforms.tasks.faces.crop import FaceCropSettings
 from transforms.tasks.faces.detection import FaceDetectionSettings
 from transforms.tasks.faces.match import FaceMatchSettings
 from transforms.tasks.on_api import on_api
-
-
-def _faces(
-    record: ImageRecord, stored: StoredAnswer, backend: str, detector: str, min_score: float
-) -> dict:
-    return detection.faces_result(stored, backend, record.entry.image_sha256, detector, min_score)
 
 
 def _build_detection(context: StepContext) -> beam.PTransform:
