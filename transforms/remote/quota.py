@@ -87,6 +87,10 @@ class QuotaServer(BackgroundServer):
         return f"{self.base_url}/reserve"
 
 
+# The quota service is the job's own: never reached through an HTTP proxy.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class QuotaUnavailableError(RuntimeError):
     """The quota service could not be reached: no request is sent without a slot."""
 
@@ -103,7 +107,7 @@ class QuotaClient:
         for attempt in range(self.tries):
             try:
                 request = urllib.request.Request(self.url, data=b"", method="POST")
-                with urllib.request.urlopen(request, timeout=10) as response:
+                with _DIRECT.open(request, timeout=10) as response:
                     wait = json.load(response)["wait"]
                 break
             except OSError as error:
