@@ -54,10 +54,11 @@ class _Counts:
         with self._lock:
             return sum(self._counts[progress.key(step, name)] for name in DONE)
 
-    def dropped(self) -> int:
-        """Images no later step sees: they could not be read or decoded."""
+    def dropped(self, step: str) -> int:
+        """Images `step` never sees: an earlier step could not read or decode them."""
+        earlier = _DROPPING[: _DROPPING.index(step)] if step in _DROPPING else _DROPPING
         with self._lock:
-            return sum(self._counts[progress.key(step, "failed")] for step in _DROPPING)
+            return sum(self._counts[progress.key(name, "failed")] for name in earlier)
 
 
 class _Handler(JsonHandler):
@@ -72,10 +73,12 @@ class _Handler(JsonHandler):
         self.send_json(200, {})
 
 
-def describe(done: dict[str, int], total: int, elapsed: float, dropped: int = 0) -> str:
-    """`decode 38/120 · ocr 12/118 · 2.1 images/s · about 52 s left`; steps after
-    decode count only the `dropped`-fewer images that reach them."""
-    totals = {step: total if step == StepName.DECODE else total - dropped for step in done}
+def describe(
+    done: dict[str, int], total: int, elapsed: float, dropped: dict[str, int] | None = None
+) -> str:
+    """`decode 38/120 · ocr 12/118 · 2.1 images/s · about 52 s left`; each step counts
+    only the images that reach it (`total` less its `dropped`)."""
+    totals = {step: total - (dropped or {}).get(step, 0) for step in done}
     parts = [f"{step} {count}/{totals[step]}" for step, count in done.items()]
     if done and elapsed > 0:
         slowest = min(done, key=lambda step: done[step] / max(totals[step], 1))
@@ -108,7 +111,8 @@ def show_progress(steps: Sequence[str], total: int, stream: TextIO | None = None
         while not stop.wait(REDRAW_SECONDS):
             elapsed = time.monotonic() - started
             done = {step: counts.done(step) for step in steps}
-            line = describe(done, total, elapsed, counts.dropped())
+            dropped = {step: counts.dropped(step) for step in steps}
+            line = describe(done, total, elapsed, dropped)
             if on_terminal:
                 # One row, redrawn: a line wider than the terminal would wrap and scroll.
                 width = shutil.get_terminal_size().columns - 1

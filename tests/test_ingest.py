@@ -239,3 +239,29 @@ def test_names_too_long_for_their_outputs_are_refused_at_ingest(tmp_path):
 def test_a_temporary_name_fits_however_long_the_name():
     target = "é" * 127 + "x"  # 255 bytes, the most a name may have
     assert len(storage._partial_name(target).encode()) <= 255
+
+
+def test_a_folder_swapped_for_a_link_out_of_the_drop_after_the_scan_is_not_read(
+    tmp_path, monkeypatch
+):
+    from transforms.corpus import ingest
+
+    drop, elsewhere = tmp_path / "drop", tmp_path / "elsewhere"
+    image_factory.write_files(str(drop), {"b/x.png": image_factory.png_bytes(32, 32)})
+    image_factory.write_files(str(elsewhere), {"x.png": image_factory.png_bytes(40, 40)})
+    real_scan = ingest.scan_drop
+
+    def scan_then_swap(drop_dir):
+        scan = real_scan(drop_dir)
+        os.rename(drop / "b", tmp_path / "b-moved")
+        os.symlink(elsewhere, drop / "b")  # the race: after the scan, before the copy
+        return scan
+
+    monkeypatch.setattr(ingest, "scan_drop", scan_then_swap)
+    root = str(tmp_path / "corpus")
+    report = ingest_drop(str(drop), root, "v1")
+    assert report.copied == 0
+    assert [(f.source_path, "another file" in f.reason) for f in report.failed] == [
+        ("b/x.png", True)
+    ]
+    assert not os.path.exists(f"{root}/original/b/v1/x.png")

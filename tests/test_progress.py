@@ -19,8 +19,9 @@ def test_describe_gives_counts_rate_and_time_left():
 
 
 def test_images_that_could_not_be_decoded_are_not_waited_for():
-    line = describe({"decode": 100, "ocr": 96}, total=100, elapsed=10.0, dropped=4)
-    assert line == "decode 100/100 · ocr 96/96 · 10.0 images/s"
+    dropped = {"decode": 1, "ocr": 4}  # one file unreadable, three more undecodable
+    line = describe({"decode": 99, "ocr": 96}, total=100, elapsed=10.0, dropped=dropped)
+    assert line == "decode 99/99 · ocr 96/96 · 9.9 images/s"
 
 
 def _run_on_a_terminal(argv: list[str]) -> str:

@@ -45,6 +45,7 @@ class DropFile:
     disk_path: str  # what to open (a symlink inside the drop is already resolved)
     set_path: str
     file_name: str
+    identity: tuple[int, int] = (0, 0)  # (device, inode) seen by the scan; (0, 0): unchecked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,17 +172,37 @@ def scan_drop(drop_dir: str) -> DropScan:
             elif reason := refused or _name_problem(entry.name, "file"):
                 reject(source_path, reason)
             else:
-                scan.files.append(DropFile(source_path, target, "/".join(relative), entry.name))
+                scan.files.append(
+                    DropFile(source_path, target, "/".join(relative), entry.name, _identity(target))
+                )
 
     walk(drop_real, (), None)
     return scan
 
 
+def _identity(path: str) -> tuple[int, int]:
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
+
+
+class SwappedDuringIngestError(RuntimeError):
+    """The path now leads to another file than the scan found (a folder on the way
+    was replaced, perhaps by a symlink out of the drop): it is not read."""
+
+
 def _open_source(drop_file: DropFile):
-    # O_NOFOLLOW: a file swapped for a symlink after the scan is refused, not followed
-    # (a symlink inside the drop was already resolved to its target by the scan).
+    # O_NOFOLLOW refuses a file swapped for a symlink after the scan; a folder on the
+    # way swapped for one is caught by the identity check: the file opened must be the
+    # very file the scan found, or nothing is read from it.
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-    return os.fdopen(os.open(drop_file.disk_path, flags), "rb")
+    handle = os.fdopen(os.open(drop_file.disk_path, flags), "rb")
+    status = os.fstat(handle.fileno())
+    if drop_file.identity != (0, 0) and (status.st_dev, status.st_ino) != drop_file.identity:
+        handle.close()
+        raise SwappedDuringIngestError(
+            "the path leads to another file than when the drop was scanned; not read"
+        )
+    return handle
 
 
 def _chunks(handle) -> Iterator[bytes]:
