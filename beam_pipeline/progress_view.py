@@ -37,7 +37,6 @@ DONE = (
     Outcome.SKIPPED_EXISTING,
     "failed",
     "skipped_upstream_failed",
-    "not_needed",
 )
 
 

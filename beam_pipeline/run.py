@@ -24,7 +24,14 @@ from apache_beam.runners.runner import PipelineResult, create_runner
 from beam_pipeline import api_options, azure_options, local_runner, step_options
 from beam_pipeline.progress_view import show_progress
 from transforms import paths
-from transforms.corpus.read import ALIASES, ReadCorpus, image_hashes, manifest_rows, set_paths
+from transforms.corpus.read import (
+    ALIASES,
+    IMAGE_COLUMNS,
+    ReadCorpus,
+    hashes_of,
+    manifest_rows,
+    set_paths,
+)
 from transforms.io import storage
 from transforms.per_image import ERRORS, RECORDS
 from transforms.records import ImageRecord, StepName
@@ -66,6 +73,7 @@ class RunPlan:
     transform_specs: tuple[TransformSpec, ...] = ()  # transform versions the run writes
     dry_run: bool = False  # only estimate the API calls
     summary_json: str | None = None  # where the summary also goes, as JSON
+    images: int = 0  # distinct images of the version, what each step goes through
 
     @property
     def step_names(self) -> list[str]:
@@ -150,7 +158,8 @@ def _prepare_azure_tables(tables: azure_tables.AzureTables) -> None:
         ) from error
 
 
-def _count_images(corpus_root: str, corpus_version: str) -> int:
+def _count_images(corpus_root: str, corpus_version: str) -> tuple[int, int]:
+    """(files, distinct images to process) of the version, from one manifest read."""
     for table in schemas.TABLES:
         try:
             delta.check_not_legacy(delta.location(corpus_root, table))
@@ -161,14 +170,14 @@ def _count_images(corpus_root: str, corpus_version: str) -> int:
             f"{corpus_root} keeps API answers of an older release under cache/api: run "
             f"`imaginem migrate --corpus {corpus_root}` once to move them into the results table"
         )
-    total = manifest_rows(corpus_root, corpus_version, ("source_path",)).num_rows
-    if not total:
+    manifest = manifest_rows(corpus_root, corpus_version, IMAGE_COLUMNS)
+    if not manifest.num_rows:
         raise UsageError(
             f"corpus version {corpus_version!r} not found under {corpus_root}: "
             f"run `imaginem ingest DROP_DIR --corpus {corpus_root} --version {corpus_version}` "
             "first"
         )
-    return total
+    return manifest.num_rows, len(hashes_of(manifest))
 
 
 def _check_runner_options(options: PipelineOptions) -> None:
@@ -283,11 +292,12 @@ def plan_run(argv: list[str] | None) -> RunPlan:
             azure_tables.check_property_names([s.name for s in registry.values() if s.result_type])
         except ValueError as error:
             raise UsageError(str(error)) from error
+    files, images = _count_images(corpus_root, args.version)
     context = StepContext(
         corpus_root=corpus_root,
         corpus_version=args.version,
         settings=settings,
-        expected_images=_count_images(corpus_root, args.version),
+        expected_images=files,
         step_columns={s.name: s.result_type for s in registry.values() if s.result_type},
         azure_tables=azure.tables,
         api=api.settings if api else None,
@@ -316,6 +326,7 @@ def plan_run(argv: list[str] | None) -> RunPlan:
         tuple(specs),
         dry_run=args.dry_run,
         summary_json=args.summary_json,
+        images=images,
     )
 
 
@@ -461,9 +472,8 @@ def _progress(plan: RunPlan) -> contextlib.AbstractContextManager:
     """Progress while the pipeline runs, where the workers can report it (local runner)."""
     if not local_runner.uses_default_runner(plan.pipeline_options):
         return contextlib.nullcontext()
-    context = plan.context
-    images = len(image_hashes(context.corpus_root, context.corpus_version))
-    return show_progress([s for s in plan.step_names if s != StepName.PIPELINE_OUTPUT], images)
+    steps = [step for step in plan.step_names if step != StepName.PIPELINE_OUTPUT]
+    return show_progress(steps, plan.images)
 
 
 def run(argv: list[str] | None = None) -> PipelineResult:

@@ -52,14 +52,25 @@ def set_paths(corpus_root: str, corpus_version: str) -> tuple[str, ...]:
     return tuple(sorted(set(table.column(0).to_pylist()))) if table.num_rows else ()
 
 
+IMAGE_COLUMNS = ("image_sha256", "rejected_reason")
+
+
 def image_hashes(corpus_root: str, corpus_version: str) -> set[str]:
     """The distinct SHA-256s of a version's images (files rejected at ingest left out)."""
-    table = manifest_rows(corpus_root, corpus_version, ("image_sha256", "rejected_reason"))
-    if not table.num_rows:
+    return hashes_of(manifest_rows(corpus_root, corpus_version, IMAGE_COLUMNS))
+
+
+def hashes_of(manifest: pa.Table) -> set[str]:
+    """The distinct SHA-256s in manifest rows of `IMAGE_COLUMNS`, rejected files left out."""
+    if not manifest.num_rows:
         return set()
     return {
         sha
-        for sha, rejected in zip(*(column.to_pylist() for column in table.columns), strict=True)
+        for sha, rejected in zip(
+            manifest.column("image_sha256").to_pylist(),
+            manifest.column("rejected_reason").to_pylist(),
+            strict=True,
+        )
         if not rejected
     }
 

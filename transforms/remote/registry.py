@@ -48,16 +48,15 @@ def feature_for(step: str, backend: str) -> ApiFeature:
     return feature
 
 
-def api_for(step: str, backend: str, grid_columns: int = 1) -> Api:
-    """The API feature that runs `step` on `backend`."""
-    return feature_for(step, backend).make(grid_columns)
-
-
 def api_of(step: str, backend: str, grid_columns: int = 1) -> Api | None:
-    """The API `backend` names for `step`, or None for the local model."""
+    """The API `backend` names for `step`, or None for the local model.
+
+    Raises:
+        ValueError: the backend is unknown or cannot run the step.
+    """
     if backend == LOCAL_BACKEND:
         return None
-    return api_for(step, backend, grid_columns)
+    return feature_for(step, backend).make(grid_columns)
 
 
 def backend_setting(step: str, api_features: str) -> Any:

@@ -32,7 +32,7 @@ from transforms.remote.api import Api
 from transforms.remote.registry import api_of, backend_setting
 from transforms.settings import setting
 from transforms.tasks.base import Step, StepContext
-from transforms.tasks.on_api import model_parameters, on_api
+from transforms.tasks.on_api import model_parameters, on_chosen_backend
 
 STEP_VERSION = "1"
 MODEL_ID = "efficientnet-lite0-imagenet1k-onnx"
@@ -264,10 +264,14 @@ def labels_result(
 
 def _build(context: StepContext) -> beam.PTransform:
     settings = context.settings_for(ClassificationSettings)
-    if api := settings.api():
-        make = functools.partial(labels_result, backend=api.name, top_k=settings.top_k)
-        return on_api(context, StepName.GENERAL_CLASSIFICATION, settings.backend, api, make)
-    return ClassifyImages(settings)
+    return on_chosen_backend(
+        context,
+        StepName.GENERAL_CLASSIFICATION,
+        settings,
+        lambda: ClassifyImages(settings),
+        labels_result,
+        top_k=settings.top_k,
+    )
 
 
 def _parameters(context: StepContext) -> dict[str, Any]:

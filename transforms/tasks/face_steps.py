@@ -6,7 +6,6 @@ from a run's settings.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import apache_beam as beam
@@ -20,20 +19,20 @@ from transforms.tasks.faces import crop, detection, embed, match
 from transforms.tasks.faces.crop import FaceCropSettings
 from transforms.tasks.faces.detection import FaceDetectionSettings
 from transforms.tasks.faces.match import FaceMatchSettings
-from transforms.tasks.on_api import on_api
+from transforms.tasks.on_api import on_chosen_backend
 
 
 def _build_detection(context: StepContext) -> beam.PTransform:
     settings = context.settings_for(FaceDetectionSettings)
-    if api := settings.api():
-        make = functools.partial(
-            detection.faces_result,
-            backend=api.name,
-            detector=settings.detector(),
-            min_score=settings.min_score,
-        )
-        return on_api(context, StepName.FACE_DETECTION, settings.backend, api, make)
-    return detection.DetectFaces(settings)
+    return on_chosen_backend(
+        context,
+        StepName.FACE_DETECTION,
+        settings,
+        lambda: detection.DetectFaces(settings),
+        detection.faces_result,
+        detector=settings.detector(),
+        min_score=settings.min_score,
+    )
 
 
 def _build_crop(context: StepContext) -> crop.CropFaces:

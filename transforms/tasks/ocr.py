@@ -23,7 +23,7 @@ from transforms.remote.api import Api
 from transforms.remote.registry import api_of, backend_setting
 from transforms.settings import setting
 from transforms.tasks.base import Step, StepContext
-from transforms.tasks.on_api import model_parameters, on_api
+from transforms.tasks.on_api import model_parameters, on_chosen_backend
 
 STEP_VERSION = "1"
 MODEL_ID = "rapidocr-3.10-ppocrv6-small"
@@ -178,10 +178,14 @@ def text_result(
 
 def _build(context: StepContext) -> beam.PTransform:
     settings = context.settings_for(OcrSettings)
-    if api := settings.api():
-        make = functools.partial(text_result, backend=api.name, min_score=settings.min_score)
-        return on_api(context, StepName.OCR, settings.backend, api, make)
-    return ExtractText(settings)
+    return on_chosen_backend(
+        context,
+        StepName.OCR,
+        settings,
+        lambda: ExtractText(settings),
+        text_result,
+        min_score=settings.min_score,
+    )
 
 
 def _parameters(context: StepContext) -> dict[str, Any]:
