@@ -65,7 +65,8 @@ def resolve(args: argparse.Namespace, corpus_root: str) -> AzureSettings:
     """The account and tables for `corpus_root`; both None when it is not on Azure.
 
     Raises:
-        ValueError: missing or inconsistent settings (the message holds no secret).
+        ValueError: missing or inconsistent settings, or an account that cannot be
+            reached (the message holds no secret).
     """
     access = azure_access.resolve(
         corpus_root,
@@ -75,6 +76,7 @@ def resolve(args: argparse.Namespace, corpus_root: str) -> AzureSettings:
     )
     if access is None:
         return AzureSettings(None, None)
+    azure_access.check_reachable(access, corpus_root)
     # azure-core logs every request at INFO; keep the console for our own messages.
     logging.getLogger("azure").setLevel(logging.WARNING)
     prefix = check_table_prefix(args.azure_table_prefix)

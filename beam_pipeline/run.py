@@ -331,8 +331,14 @@ def plan_run(argv: list[str] | None) -> RunPlan:
 
 
 def _remove_abandoned_outputs(plan: RunPlan) -> None:
-    """Half-written transform files of a killed run: this run writes them again."""
+    """Files killed writers left: table files no commit took, and half-written
+    transform files (which this run writes again)."""
     context = plan.context
+    orphans = sum(
+        delta.remove_orphans(delta.location(context.corpus_root, table)) for table in schemas.TABLES
+    )
+    if orphans:
+        LOGGER.warning("removed %d table file(s) that interrupted writers left behind", orphans)
     if not plan.transform_specs or not storage.is_local(context.corpus_root):
         return
     for set_path in set_paths(context.corpus_root, context.corpus_version):

@@ -96,6 +96,17 @@ def jpeg_with_lying_header(width: int = 10_000, height: int = 10_000) -> bytes:
     return bytes(data)
 
 
+def progressive_jpeg(width: int = 256, height: int = 256) -> bytes:
+    return encode(_gradient(width, height), "JPEG", progressive=True)
+
+
+def scan_bomb_jpeg(repeats: int = 200) -> bytes:
+    """A progressive JPEG whose last scan is repeated: each repeat costs a full pass."""
+    data = progressive_jpeg()
+    last_scan, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    return data[:end] + data[last_scan:end] * repeats + data[end:]
+
+
 def truncated_jpeg() -> bytes:
     data = jpeg_bytes(256, 256)
     return data[: len(data) // 2]
@@ -123,6 +134,7 @@ BAD_FILES = {
     "bad/truncated.jpg": (truncated_jpeg(), "TruncatedImageError"),
     "bad/notes.jpg": (b"shopping list: eggs, milk\n" * 20, "UnsupportedFormatError"),
     "bad/bomb.png": (bomb_png(), "PixelLimitError"),
+    "bad/scan-bomb.jpg": (scan_bomb_jpeg(), "ScanLimitError"),
 }
 
 

@@ -1,8 +1,11 @@
 """Azure pieces on Azurite: keys with forbidden characters, credentials, ingest retries."""
 
+import base64
+import contextlib
 import hashlib
 import os
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -14,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
+from beam_pipeline.cli import main
 from tests import image_factory
 from tests.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
 from tests.conftest import make_test_pipeline
@@ -229,3 +233,41 @@ def test_a_run_owns_its_partitions_whole(connection_string):
     rows = {(e["PartitionKey"], e["RowKey"]): e for e in client.list_entities()}
     assert set(rows) == {(kept, "face1"), (other_version, "face1")}
     assert rows[(kept, "face1")]["n"] == 10
+
+
+def _unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["ingest", "run"])
+def test_an_account_out_of_reach_or_refusing_the_key_stops_before_any_work(
+    azurite, tmp_path, monkeypatch, capsys, command
+):
+    drop = tmp_path / "drop"
+    image_factory.write_files(str(drop), {"a.png": image_factory.png_bytes()})
+    root = f"azfs://{ACCOUNT}/unreached"
+    arguments = [str(drop)] if command == "ingest" else []
+    arguments += ["--corpus", root, "--version", "v1"]
+    nowhere = f"http://127.0.0.1:{_unused_port()}/{ACCOUNT}"
+    wrong_key = base64.b64encode(b"not the key" * 6).decode()
+    cases = {
+        "cannot reach the blob service of account": azurite.connection_string.replace(
+            azurite.endpoint("Blob"), nowhere
+        ),
+        "refused the credential": azurite.connection_string.replace(ACCOUNT_KEY, wrong_key),
+    }
+    sas = "sv=2024-11-04&ss=b&srt=sco&sp=rl&se=2030-01-01&sig=bm90IGEgc2lnbmF0dXJl"
+    cases["refused the credential "] = (
+        f"AccountName={ACCOUNT};BlobEndpoint={azurite.endpoint('Blob')};SharedAccessSignature={sas}"
+    )
+    for message, connection_string in cases.items():
+        monkeypatch.setenv(azure_access.CONNECTION_STRING_ENV, connection_string)
+        with pytest.raises(SystemExit) if command == "ingest" else contextlib.nullcontext():
+            assert main([command, *arguments]) == 2
+        err = capsys.readouterr().err
+        assert message.strip() in err and "Traceback" not in err, err
+        assert wrong_key not in err and "sig=" not in err
+    blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
+    assert not blobs.get_container_client("unreached").exists()

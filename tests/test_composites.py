@@ -17,7 +17,7 @@ from transforms.corpus.read import ReadCorpus, in_hash_order
 from transforms.per_image import ERRORS, RECORDS
 from transforms.records import ErrorRecord, ImageRecord
 from transforms.tables import delta, schemas
-from transforms.tasks.decode import DEFAULT_MAX_PIXELS, DecodeImages, DecodeSettings, decode_record
+from transforms.tasks.decode import DecodeImages, DecodeSettings, decode_record
 from transforms.tasks.output import MergeIntoTable, WriteTables
 from transforms.tasks.thumbnail import (
     RESULT_TYPE,
@@ -45,7 +45,7 @@ def _records(root):
 
 def _decoded(root):
     return [
-        decode_record(record, DEFAULT_MAX_PIXELS, allow_heif=True)[0]
+        decode_record(record, DecodeSettings(), allow_heif=True)[0]
         for record in _records(root)
         if record.entry.source_path in GOOD
     ]

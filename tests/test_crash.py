@@ -159,3 +159,38 @@ def test_killed_on_azure_after_results_were_stored_then_run_again(sample, azurit
         _imaginem(commands["run"])
         tables[name] = _tables(root)
     assert tables["killed"] == tables["clean"]
+
+
+def _age(path, seconds):
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_table_files_no_commit_took_are_removed_once_a_day_old(small_corpus):
+    """What a killed writer, or a commit that lost a race, leaves in a table's folder."""
+    from beam_pipeline.run import plan_run, prepare_outputs
+    from transforms.tables import delta
+
+    where = delta.location(small_corpus, schemas.MANIFEST)
+    rows = table_rows(small_corpus, schemas.MANIFEST)
+    before, _ = delta.snapshot(where)
+    # Its rewritten file is removed from the table but kept for reads of `before`.
+    delta.delete(where, "source_path = 'root-level.png'")
+    committed = next(
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(where.folder)
+        for name in names
+        if name.endswith(".parquet")
+    )
+    orphans = {}
+    for name, age in (("old", delta.ORPHAN_AGE_SECONDS + 60), ("fresh", 60)):
+        orphans[name] = os.path.join(os.path.dirname(committed), f"part-orphan-{name}.parquet")
+        with open(committed, "rb") as source, open(orphans[name], "wb") as copy:
+            copy.write(source.read())
+        _age(orphans[name], age)
+
+    prepare_outputs(plan_run(["--corpus", small_corpus, "--version", "v1"]))
+    assert not os.path.exists(orphans["old"])
+    assert os.path.exists(orphans["fresh"])  # a writer may still be about to commit it
+    assert len(table_rows(small_corpus, schemas.MANIFEST)) == len(rows) - 1
+    assert delta.read(where, version=before).num_rows == len(rows)

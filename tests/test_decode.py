@@ -2,13 +2,17 @@ import pytest
 
 from tests import image_factory
 from transforms.tasks.decode import (
+    MAX_JPEG_SCANS,
     DecodeError,
+    DecodeSettings,
     EmptyFileError,
     PixelLimitError,
+    ScanLimitError,
     TruncatedImageError,
     UnsupportedFormatError,
     decode_image,
     heif_available,
+    jpeg_scan_count,
 )
 
 
@@ -112,3 +116,44 @@ def test_heic_decodes_only_when_enabled():
     assert (decoded.format, decoded.image.size) == ("HEIF", (64, 48))
     with pytest.raises(UnsupportedFormatError):
         decode_image(image_factory.heic_bytes())
+
+
+def test_jpeg_scans_are_counted_by_segment_not_by_bytes():
+    assert jpeg_scan_count(image_factory.jpeg_bytes()) == 1
+    assert jpeg_scan_count(image_factory.progressive_jpeg()) == 10
+    # The EXIF block holds no scan of its own; the count stops at the first image's end.
+    assert jpeg_scan_count(image_factory.exif_rotated_jpeg()) == 1
+    twice = image_factory.jpeg_bytes() + image_factory.progressive_jpeg()
+    assert jpeg_scan_count(twice) == 1
+
+
+def test_a_progressive_jpeg_repeating_its_scans_is_refused_before_decoding():
+    bomb = image_factory.scan_bomb_jpeg()
+    assert jpeg_scan_count(bomb) > MAX_JPEG_SCANS
+    with pytest.raises(ScanLimitError, match="scans exceed the limit of 100"):
+        decode_image(bomb)
+    assert decode_image(image_factory.progressive_jpeg()).image.size == (256, 256)
+
+
+@pytest.mark.parametrize("file_format", ["JPEG", "PNG"])
+def test_images_over_the_working_size_shrink_on_load_and_keep_their_own_size(file_format):
+    data = image_factory.encode(image_factory._gradient(1200, 800), file_format)
+    decoded = decode_image(data, working_pixels=100_000)
+    # JPEG decodes at 1/4 scale; PNG is reduced by the smallest whole factor, 4.
+    assert decoded.image.size == (300, 200)
+    assert (decoded.width, decoded.height, decoded.scale) == (1200, 800, 4.0)
+    whole = decode_image(data)
+    assert whole.image.size == (1200, 800) and whole.scale == 1.0
+
+
+def test_a_shrunk_turned_photo_reports_its_upright_size():
+    exif = image_factory.Image.Exif()
+    exif[0x0112] = 6  # stored 1200x800, shown 800x1200
+    data = image_factory.encode(image_factory._gradient(1200, 800), "JPEG", exif=exif.tobytes())
+    decoded = decode_image(data, working_pixels=100_000)
+    assert (decoded.width, decoded.height, decoded.image.size) == (800, 1200, (200, 300))
+
+
+def test_working_size_has_a_floor():
+    with pytest.raises(ValueError, match="--working-pixels must be at least"):
+        DecodeSettings(working_pixels=100)

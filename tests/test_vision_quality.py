@@ -211,6 +211,29 @@ def test_the_same_face_matches_after_edits_and_strangers_cluster(tmp_path, sampl
     assert sorted(table_rows(root, FACES), key=str) == sorted(faces, key=str)
 
 
+def test_a_photo_shrunk_on_load_gives_boxes_in_its_own_pixels(tmp_path, sample_run):
+    """The astronaut at 4x size, read at a quarter: found, placed and matched as herself."""
+    drop, gallery, root = tmp_path / "drop", tmp_path / "gallery", str(tmp_path / "corpus")
+    astronaut = Image.open(os.path.join(sample_run["drop"], "people/astronaut/astronaut.png"))
+    (gallery / "eileen-collins").mkdir(parents=True)
+    astronaut.convert("RGB").save(gallery / "eileen-collins" / "original.png")
+    (drop / "large").mkdir(parents=True)
+    large = astronaut.convert("RGB").resize((2048, 2048), Image.Resampling.LANCZOS)
+    (drop / "large" / "astronaut.jpg").write_bytes(_jpeg(large, 90))
+    assert main(["ingest", str(drop), "--corpus", root, "--version", "v1"]) == 0
+    steps = "facedetection,facecrop,faceprint,facematch"
+    flags = ["--steps", steps, "--gallery", str(gallery), "--working-pixels", "300000"]
+    assert run(["--corpus", root, "--version", "v1", *flags]).state == "DONE"
+
+    (image,) = table_rows(root, schemas.IMAGES)
+    assert (image["width"], image["height"]) == (2048, 2048)
+    (face,) = image["facedetection"]["faces"]
+    x, y = _centre(face)
+    assert abs(x - 4 * 226) < 80 and abs(y - 4 * 120) < 100, (x, y)
+    (row,) = table_rows(root, FACES)
+    assert row["person"] == "eileen-collins", row["distance"]
+
+
 def test_a_small_face_in_a_wide_image_is_found_through_tiles(sample_run):
     """A face of 4.4 % of a 1600x900 image: too small for the whole-image pass."""
     astronaut = Image.open(os.path.join(sample_run["drop"], "people/astronaut/astronaut.png"))

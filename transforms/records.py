@@ -86,6 +86,9 @@ class ImageRecord:
     format: str | None = None
     mode: str | None = None
     frames: int | None = None
+    # The file's pixels per pixel of `image`: boxes are found in `image` and stored
+    # in the file's pixels.
+    scale: float = 1.0
     results: dict[str, Any] = dataclasses.field(default_factory=dict)
     artifacts: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Steps still to run on this image (None: all); the others' results are stored.

@@ -219,3 +219,47 @@ def resolve(
         )
     os.environ[CONNECTION_STRING_ENV] = connection_string
     return AzureAccess(account)
+
+
+# A first contact answers fast or not at all: no retries, short timeouts.
+_PROBE_OPTIONS = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 10}
+
+
+def check_reachable(access: AzureAccess, corpus_root: str) -> None:
+    """Asks the blob service once whether the root's container exists.
+
+    Raises:
+        AzureAccessError: the service cannot be reached or refuses the credential,
+            said in one line (which holds no secret), before any work starts.
+    """
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ServiceRequestError,
+    )
+
+    _, container, _ = split_azfs(corpus_root + "/")
+    service = access.blob_service(**_PROBE_OPTIONS)
+    # The client's URL carries a SAS token when the credential is one: never shown.
+    endpoint = urlsplit(service.url)._replace(query="").geturl()
+    where = f"the blob service of account {access.account} ({endpoint})"
+    try:
+        service.get_container_client(container).exists()
+    except ServiceRequestError as error:
+        raise AzureAccessError(
+            f"cannot reach {where}: {_first_line(error)}; check the account name, the "
+            "endpoint in the connection string and the network"
+        ) from None
+    except HttpResponseError as error:
+        if isinstance(error, ClientAuthenticationError) or error.status_code in (401, 403):
+            raise AzureAccessError(
+                f"{where} refused the credential: {_first_line(error)}; check the account "
+                "key, SAS or sign-in"
+            ) from None
+        raise AzureAccessError(
+            f"{where} answered {error.status_code}: {_first_line(error)}"
+        ) from None
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]

@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import BinaryIO
@@ -201,6 +202,12 @@ def list_files(folder: str, pattern: str = "*") -> list[str]:
             return []
         raise
     return sorted(metadata.path for metadata in matched)
+
+
+def seconds_since_modified(uri: str) -> float:
+    """How long ago the file at `uri` was last written (any Beam filesystem)."""
+    (metadata,) = FileSystems.match([uri])[0].metadata_list
+    return time.time() - metadata.last_updated_in_seconds
 
 
 def delete(uris: Iterable[str]) -> None:

@@ -53,7 +53,7 @@ class SentImage:
 
     image_sha256: str
     image: Image.Image
-    scale: float  # original pixels per pixel sent
+    scale: float  # the file's pixels per pixel sent
     corpus_version: str = ""  # where the answer is first stored
 
 
@@ -176,7 +176,9 @@ class _ApiModel(LocalModel):
 
 def _prepare(record: ImageRecord, max_side: int) -> SentImage:
     image, scale = shrink(record.image, max_side)
-    return SentImage(record.entry.image_sha256, image, scale, record.entry.corpus_version)
+    return SentImage(
+        record.entry.image_sha256, image, scale * record.scale, record.entry.corpus_version
+    )
 
 
 def _refusal(stored: StoredAnswer) -> ApiRefusedError:

@@ -12,6 +12,7 @@ be spawned, never forked after a table was opened (Beam's local workers are spaw
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import random
@@ -33,6 +34,9 @@ LOGGER = logging.getLogger(__name__)
 COMMIT_TRIES = 12
 # Prefix of the commit metadata keys (`DeltaTable.history()` is the audit trail).
 COMMIT_KEY = "imaginem"
+# A data file no commit took is an orphan once it is this old: no writer takes a day
+# between writing a file and committing it (Delta's own VACUUM waits a week).
+ORPHAN_AGE_SECONDS = 24 * 3600
 
 
 class LegacyTableError(RuntimeError):
@@ -253,6 +257,31 @@ def delete(where: DeltaLocation, predicate: str, metadata: Mapping[str, str] | N
             where,
             lambda: _open(where).delete(predicate, commit_properties=_properties(metadata)),
         )
+
+
+def remove_orphans(where: DeltaLocation, older_than_seconds: float = ORPHAN_AGE_SECONDS) -> int:
+    """Deletes the table's data files that no commit ever took; returns how many.
+
+    A writer killed mid-write, or one whose commit lost a race and was retried, leaves
+    its Parquet files behind, never referenced. Files younger than `older_than_seconds`
+    may belong to a writer still at work, and files an older commit removed stay for
+    reads of that version: neither is touched.
+    """
+    if not exists(where):
+        return 0
+    table = _open(where)
+    sweep = functools.partial(
+        table.vacuum, retention_hours=0, dry_run=True, enforce_retention_duration=False
+    )
+    # `full` lists untracked files as well as removed ones; only the untracked go.
+    untracked = sorted(set(sweep(full=True)) - set(sweep()))
+    old = [
+        uri
+        for uri in (f"{where.folder}/{relative}" for relative in untracked)
+        if storage.seconds_since_modified(uri) >= older_than_seconds
+    ]
+    storage.delete(old)
+    return len(old)
 
 
 def _dataset(where: DeltaLocation, version: int | None = None) -> pads.Dataset:

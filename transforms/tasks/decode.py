@@ -10,16 +10,20 @@ import warnings
 
 import apache_beam as beam
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from transforms.per_image import ApplyToEachImage, Outcome
 from transforms.records import ImageRecord, StepName
 from transforms.settings import setting
 from transforms.tasks.base import Step, StepContext
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"  # 2: large images shrunk on load; JPEG scans limited
 
 DEFAULT_MAX_PIXELS = 100_000_000
+# No step needs more to find a face, a line of text or a label; a 10000x10000 photo
+# would otherwise take gigabytes in every worker it passes through.
+DEFAULT_WORKING_PIXELS = 24_000_000
+MIN_WORKING_PIXELS = 10_000
 # Pillow refuses anything above twice its MAX_IMAGE_PIXELS before we can look.
 HARD_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 
@@ -27,6 +31,15 @@ HARD_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 # pixels per byte at the very most. Fewer bytes than a JPEG's header implies at 4096
 # pixels per byte means data is missing, which libjpeg would fill with grey.
 JPEG_MAX_PIXELS_PER_BYTE = 4096
+
+# Each scan of a progressive JPEG costs a pass over the whole image: a few bytes
+# repeating a scan thousands of times stall a worker for minutes. Encoders write
+# about ten; libjpeg-turbo's own tools suggest limiting fuzzed input to 100-500.
+MAX_JPEG_SCANS = 100
+# A marker after entropy-coded data: 0xFF (and fill 0xFFs), then neither a stuffed
+# zero nor a restart marker.
+_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+_STANDALONE_MARKERS = frozenset((0x01, *range(0xD0, 0xD9)))
 
 # Only these decoders ever see the bytes: fewer parsers, less attack surface.
 # JPEG also opens MPO; AVIF is Pillow's own plugin.
@@ -54,12 +67,60 @@ class PixelLimitError(DecodeError):
     """More pixels than allowed: a likely decompression bomb."""
 
 
+class ScanLimitError(DecodeError):
+    """A progressive JPEG with more scans than any encoder writes: a likely scan bomb."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodedImage:
-    image: Image.Image  # RGB, EXIF orientation applied
+    image: Image.Image  # RGB, EXIF orientation applied, shrunk to the working size
     format: str
     mode: str  # the file's own colour mode, before normalisation
     frames: int
+    width: int  # the file's own size, EXIF orientation applied
+    height: int
+
+    @property
+    def scale(self) -> float:
+        """The file's pixels per pixel of `image` (1.0 unless shrunk on load)."""
+        return max(self.width, self.height) / max(self.image.size)
+
+
+def jpeg_scan_count(data: bytes) -> int:
+    """The number of scans (SOS segments) of a JPEG's first image.
+
+    Walks the segments by their lengths, so scans inside metadata (an EXIF
+    thumbnail) or of later images (MPO) are not counted.
+    """
+    scans, position = 0, 2  # after SOI
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return scans  # not a marker: leave the rest to the decoder
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0xD9:  # EOI
+            return scans
+        if marker in _STANDALONE_MARKERS:
+            position += 2
+            continue
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker == 0xDA:  # SOS: entropy-coded data follows up to the next marker
+            scans += 1
+            found = _NEXT_MARKER.search(data, position)
+            if found is None:
+                return scans
+            position = found.end() - 2
+    return scans
+
+
+def working_reduction(pixels: int, working_pixels: int) -> int:
+    """The smallest whole factor that brings `pixels` within `working_pixels`."""
+    factor = 1
+    while pixels > working_pixels * factor * factor:
+        factor += 1
+    return factor
 
 
 def heif_available() -> bool:
@@ -73,7 +134,10 @@ def heif_available() -> bool:
 
 
 def decode_image(
-    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, allow_heif: bool = False
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_heif: bool = False,
+    working_pixels: int = DEFAULT_WORKING_PIXELS,
 ) -> DecodedImage:
     """Decodes image bytes into an oriented RGB image.
 
@@ -82,6 +146,9 @@ def decode_image(
         max_pixels: refuse images with more pixels than this (checked from the
             header, before any pixel is decoded).
         allow_heif: also accept HEIF/HEIC (needs `heif_available()` first).
+        working_pixels: shrink larger images to at most this many pixels, a JPEG
+            while it decodes (at 1/2, 1/4 or 1/8 scale), so it never takes the
+            memory of its full size.
 
     Returns:
         The first frame as 8-bit RGB with EXIF orientation applied.
@@ -114,23 +181,52 @@ def decode_image(
             )
         if pixels == 0:
             raise UnsupportedFormatError(f"image has no pixels ({image.width}x{image.height})")
-        if image.format in ("JPEG", "MPO") and len(data) * JPEG_MAX_PIXELS_PER_BYTE < pixels:
-            # libjpeg fills what the data does not cover with grey and only warns.
-            raise TruncatedImageError(
-                f"{len(data):,} bytes cannot hold a {image.width}x{image.height} JPEG: "
-                "the file is cut short or its header lies"
-            )
+        if image.format in ("JPEG", "MPO"):
+            _check_jpeg(data, image)
         file_format = image.format or "UNKNOWN"
         frames = getattr(image, "n_frames", 1)
         original_mode = image.mode
+        width, height = _oriented_size(image)
+        reduction = working_reduction(pixels, working_pixels)
         try:
             image.seek(0)
+            if reduction > 1 and image.format in ("JPEG", "MPO"):
+                # libjpeg scales by 1/2, 1/4 or 1/8 as it decodes: less memory and time.
+                image.draft(image.mode, (image.width // reduction, image.height // reduction))
             image.load()
             oriented = ImageOps.exif_transpose(image)
-            rgb = to_rgb(oriented)
+            rgb = to_rgb(_shrink_to(oriented, working_pixels))
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise TruncatedImageError(f"{file_format} pixel data is corrupt: {error}") from error
-    return DecodedImage(image=rgb, format=file_format, mode=original_mode, frames=frames)
+    return DecodedImage(rgb, file_format, original_mode, frames, width, height)
+
+
+def _check_jpeg(data: bytes, image: Image.Image) -> None:
+    pixels = image.width * image.height
+    if len(data) * JPEG_MAX_PIXELS_PER_BYTE < pixels:
+        # libjpeg fills what the data does not cover with grey and only warns.
+        raise TruncatedImageError(
+            f"{len(data):,} bytes cannot hold a {image.width}x{image.height} JPEG: "
+            "the file is cut short or its header lies"
+        )
+    scans = jpeg_scan_count(data)
+    if scans > MAX_JPEG_SCANS:
+        raise ScanLimitError(
+            f"{scans:,} scans exceed the limit of {MAX_JPEG_SCANS} for a progressive JPEG "
+            "(possible scan bomb)"
+        )
+
+
+def _oriented_size(image: Image.Image) -> tuple[int, int]:
+    """The image's size once its EXIF orientation is applied."""
+    turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+    return (image.height, image.width) if turned else (image.width, image.height)
+
+
+def _shrink_to(image: Image.Image, working_pixels: int) -> Image.Image:
+    """The image reduced by a whole factor (box filter) to fit `working_pixels`."""
+    factor = working_reduction(image.width * image.height, working_pixels)
+    return image if factor == 1 else image.reduce(factor)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -168,44 +264,60 @@ class DecodeSettings:
         "refuse images with more pixels than this (decompression bombs)",
         flag="--max-pixels",
     )
+    working_pixels: int = setting(
+        DEFAULT_WORKING_PIXELS,
+        "shrink larger images as they load so that every step sees at most this many "
+        "pixels; boxes and sizes stay in the file's own pixels",
+        flag="--working-pixels",
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_pixels <= HARD_MAX_PIXELS:
             raise ValueError(
                 f"--max-pixels must be between 1 and {HARD_MAX_PIXELS:,}, got {self.max_pixels}"
             )
+        if self.working_pixels < MIN_WORKING_PIXELS:
+            raise ValueError(
+                f"--working-pixels must be at least {MIN_WORKING_PIXELS:,}, "
+                f"got {self.working_pixels}"
+            )
 
 
 def decode_record(
-    record: ImageRecord, max_pixels: int, allow_heif: bool
+    record: ImageRecord, settings: DecodeSettings, allow_heif: bool
 ) -> tuple[ImageRecord, Outcome]:
     """Decodes a record's bytes; the bytes are dropped once the pixels exist."""
-    decoded = decode_image(record.data or b"", max_pixels=max_pixels, allow_heif=allow_heif)
+    decoded = decode_image(
+        record.data or b"",
+        max_pixels=settings.max_pixels,
+        allow_heif=allow_heif,
+        working_pixels=settings.working_pixels,
+    )
     fields = {
-        "width": decoded.image.width,
-        "height": decoded.image.height,
+        "width": decoded.width,
+        "height": decoded.height,
         "format": decoded.format,
         "mode": decoded.mode,
         "frames": decoded.frames,
     }
-    updated = dataclasses.replace(record, data=None, image=decoded.image, **fields)
-    return (
-        updated.with_result(StepName.DECODE, {"step_version": STEP_VERSION, **fields}),
-        Outcome.PROCESSED,
+    updated = dataclasses.replace(
+        record, data=None, image=decoded.image, scale=decoded.scale, **fields
     )
+    result = {"step_version": STEP_VERSION, **fields, "scale": decoded.scale}
+    return updated.with_result(StepName.DECODE, result), Outcome.PROCESSED
 
 
 class _DecodeFunction:
     """Picklable per-image callable that registers the HEIF opener on first use."""
 
-    def __init__(self, max_pixels: int) -> None:
-        self._max_pixels = max_pixels
+    def __init__(self, settings: DecodeSettings) -> None:
+        self._settings = settings
         self._allow_heif: bool | None = None
 
     def __call__(self, record: ImageRecord) -> tuple[ImageRecord, Outcome]:
         if self._allow_heif is None:
             self._allow_heif = heif_available()
-        return decode_record(record, self._max_pixels, self._allow_heif)
+        return decode_record(record, self._settings, self._allow_heif)
 
 
 @dataclasses.dataclass(eq=False)
@@ -214,7 +326,7 @@ class DecodeImages(beam.PTransform):
 
     Args:
         settings: the pixel limit above which images are refused as likely
-            decompression bombs.
+            decompression bombs, and the working size larger ones shrink to.
         step: the metrics namespace and the step named in error rows.
 
     Returns:
@@ -230,7 +342,7 @@ class DecodeImages(beam.PTransform):
     def expand(self, records):
         return records | ApplyToEachImage(
             self.step,
-            _DecodeFunction(self.settings.max_pixels),
+            _DecodeFunction(self.settings),
             drop_failed=True,
             needs_pixels=False,
         )

@@ -55,12 +55,13 @@ class TextLine:
     box: list[tuple[float, float]]  # four corners, clockwise from top-left, in pixels
 
 
-def text_lines(output: Any, min_score: float) -> list[TextLine]:
-    """RapidOCR's output -> lines in reading order, weak lines dropped."""
+def text_lines(output: Any, min_score: float, scale: float = 1.0) -> list[TextLine]:
+    """RapidOCR's output -> lines in reading order, weak lines dropped, boxes in the
+    file's pixels (`scale` of them per pixel read)."""
     if output.txts is None:
         return []
     return [
-        TextLine(text, float(score), [(float(x), float(y)) for x, y in box])
+        TextLine(text, float(score), [(float(x) * scale, float(y) * scale) for x, y in box])
         for text, score, box in zip(output.txts, output.scores, output.boxes, strict=True)
         if score >= min_score and text.strip()
     ]
@@ -116,7 +117,7 @@ def _prepare(record: ImageRecord) -> np.ndarray:
 
 
 def _attach(record: ImageRecord, output: Any, min_score: float) -> ImageRecord:
-    return record.with_result(StepName.OCR, ocr_result(text_lines(output, min_score)))
+    return record.with_result(StepName.OCR, ocr_result(text_lines(output, min_score, record.scale)))
 
 
 @dataclasses.dataclass(frozen=True)

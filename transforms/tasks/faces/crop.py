@@ -101,7 +101,19 @@ class DlibAligner(LocalModel):
 
 def _prepare(record: ImageRecord) -> list[align.UprightFace]:
     faces = record.results[StepName.FACE_DETECTION]["faces"]
-    return [align.upright_face(record.image, box_of(face), *eyes(face)) for face in faces]
+    return [
+        align.upright_face(
+            record.image,
+            _in_pixels(box_of(face), record.scale),
+            *(_in_pixels(eye, record.scale) for eye in eyes(face)),
+        )
+        for face in faces
+    ]
+
+
+def _in_pixels(values: tuple[float, ...], scale: float) -> tuple[float, ...]:
+    """File coordinates as coordinates in the (possibly shrunk) decoded image."""
+    return tuple(value / scale for value in values)
 
 
 def write_chip(

@@ -92,12 +92,16 @@ def numbered_faces(image_sha256: str, detector: str, faces: list[FoundFace]) -> 
 
 
 def face_entries(
-    image_sha256: str, detector: str, detections: list[blazeface.Detection]
+    image_sha256: str, detector: str, detections: list[blazeface.Detection], scale: float = 1.0
 ) -> list[dict[str, Any]]:
+    """BlazeFace's detections as result entries, in the file's pixels (`scale` per pixel)."""
     found = [
         FoundFace(
-            detection.box,
-            dict(zip(blazeface.KEYPOINTS, detection.keypoints, strict=True)),
+            tuple(value * scale for value in detection.box),
+            {
+                name: (x * scale, y * scale)
+                for name, (x, y) in zip(blazeface.KEYPOINTS, detection.keypoints, strict=True)
+            },
             detection.score,
         )
         for detection in detections
@@ -137,7 +141,7 @@ def _attach(
         "backend": LOCAL_BACKEND,
         "model": blazeface.MODEL_ID,
         "detector": detector,
-        "faces": face_entries(record.entry.image_sha256, detector, detections),
+        "faces": face_entries(record.entry.image_sha256, detector, detections, record.scale),
     }
     return record.with_result(StepName.FACE_DETECTION, result)
 
