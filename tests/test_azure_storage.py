@@ -132,18 +132,42 @@ def test_uploads_are_conditional_and_the_container_private(connection_string):
     assert client.download_blob("original/v1/a#b?.jpg").readall() == data
 
 
-def _successful_puts(debug_logs: list[str], container: str) -> Counter:
-    """Blob name -> Put Blob requests Azurite answered with 201, from its request log."""
-    urls, created = {}, set()
-    put = re.compile(rf"(\S+) info: .*RequestMethod=PUT RequestURL=\S+/{container}/(\S+)")
-    for path in debug_logs:
+def _requests(debug_logs: list[str], container: str) -> list[tuple[int, str, str, str]]:
+    """(emulator, method, blob name, status) of each PUT and HEAD in Azurite's logs."""
+    request = re.compile(
+        rf"(\S+) info: .*RequestMethod=(PUT|HEAD) RequestURL=\S+/{container}/(\S+) "
+    )
+    found, status = {}, {}
+    for emulator, path in enumerate(debug_logs):
         with open(path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
-                if match := put.search(line):
-                    urls[match.group(1)] = match.group(2)
-                elif "End response" in line and "StatusCode=201" in line:
-                    created.add(line.split()[1])
-    return Counter(name for request, name in urls.items() if request in created)
+                if match := request.search(line):
+                    found[match.group(1)] = (emulator, match.group(2), match.group(3))
+                elif "End response" in line and (code := re.search(r"StatusCode=(\d+)", line)):
+                    status[line.split()[1]] = code.group(1)
+    return [(*found[id_], status.get(id_, "")) for id_ in found]
+
+
+def _successful_puts(debug_logs: list[str], container: str) -> Counter:
+    """Blob name -> Put Blob requests that Azurite answered with 201 and kept.
+
+    Azurite stopped mid-request drops the connection, saves its store, then finishes
+    the request and logs 201 for a blob the saved store never holds. Such a write is
+    not counted when a later emulator answers 404 for that name: blobs are never
+    deleted here, so the 404 proves it was lost and uploading it again was right.
+    """
+    requests = _requests(debug_logs, container)
+    lost = {
+        (earlier, name)
+        for later, method, name, status in requests
+        if method == "HEAD" and status == "404"
+        for earlier in range(later)
+    }
+    return Counter(
+        name
+        for emulator, method, name, status in requests
+        if method == "PUT" and status == "201" and (emulator, name) not in lost
+    )
 
 
 def test_ingest_survives_the_emulator_restarting_mid_run(tmp_path, monkeypatch):
