@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from beam_pipeline.log_noise import console_handler
+
 USAGE = """usage: imaginem {ingest,run,diff,migrate,sample-corpus,steps} ...
   ingest DROP_DIR --corpus ROOT --version VERSION   copy a drop into the corpus
   run --corpus ROOT --version VERSION [--steps ...]  run the pipeline
@@ -16,22 +18,10 @@ Add --help after a command for its options."""
 COMMAND_NAMES = ("ingest", "run", "diff", "migrate", "sample-corpus", "steps")
 
 
-# What Beam logs at import about optional Google Cloud clients this tool never uses.
-_IMPORT_NOISE = ("apitools not found", "Failed to import GCSFileSystem")
-
-
-class _DropImportNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(noise in message for noise in _IMPORT_NOISE)
-
-
 def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_DropImportNoise())
+    root = logging.getLogger()
+    root.handlers = [console_handler()]
+    root.setLevel(logging.WARNING)
     logging.getLogger("imaginem").setLevel(logging.INFO)
     # It repeats every worker-process warning a second time.
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)

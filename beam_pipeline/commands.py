@@ -16,7 +16,7 @@ from beam_pipeline import azure_options
 from beam_pipeline import run as run_command
 from beam_pipeline.arg_types import positive
 from beam_pipeline.diff import describe as describe_diff
-from beam_pipeline.diff import diff_versions, needed_results
+from beam_pipeline.diff import diff_versions, needed_results, stored_results
 from beam_pipeline.dry_run import estimate
 from beam_pipeline.summary import (
     describe_failures,
@@ -43,6 +43,7 @@ from transforms.tables.migrate import BACKUP_SUFFIX, migrate_corpus
 from transforms.tasks.registry import load_registry
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 LOGGER = logging.getLogger("imaginem")
 
 
@@ -160,6 +161,9 @@ def run(argv: list[str]) -> int:
         return EXIT_USAGE
     try:
         result = run_command.start(plan)
+    except KeyboardInterrupt:
+        print(_describe_interrupted(plan), file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001 - end on a one-line reason after the traceback
         LOGGER.exception("pipeline failed")
         print(
@@ -173,6 +177,27 @@ def run(argv: list[str]) -> int:
         write_summary_json(path, summary_record(result, plan.step_names))
     # Bad input images are reported in the errors table; they do not fail the run.
     return EXIT_OK if result.state == "DONE" else EXIT_FAILED
+
+
+def _describe_interrupted(plan: run_command.RunPlan) -> str:
+    """What an interrupted run leaves: the results its workers had stored, kept for the next."""
+    lines = ["imaginem run: interrupted."]
+    try:
+        stored = stored_results(plan)
+    except (Exception, KeyboardInterrupt):  # noqa: BLE001 - the hint matters more than counts
+        stored = None
+    if stored is not None and not any(stored.values()):
+        lines.append(
+            "No result was stored yet (workers store what they compute every few seconds)."
+        )
+    elif stored:
+        counts = ", ".join(f"{step} {count}" for step, count in stored.items())
+        lines.append(f"Results stored so far, of the {plan.images} images: {counts}.")
+    again = "Run the same command again to resume: stored results are not computed again"
+    if recompute := sorted(plan.context.results.recompute):
+        again += f" (but --recompute {','.join(recompute)} computes those steps again)"
+    lines.append(again + ".")
+    return "\n".join(lines)
 
 
 def sample_corpus(argv: list[str]) -> int:

@@ -37,17 +37,29 @@ def diff_versions(corpus_root: str, old: str, new: str) -> VersionDiff:
     )
 
 
-def needed_results(plan: RunPlan) -> Counter:
-    """Per step of the plan, how many distinct images of its version would be computed."""
+def _stored(plan: RunPlan) -> tuple[set[str], dict[str, set[str]], list[str]]:
+    """The version's distinct images, the steps stored for each, and the steps computed."""
     context = plan.context
     hashes = {sha for sha in _contents(context.corpus_root, context.corpus_version).values() if sha}
     stored = context.result_store.stored_steps(context.results, hashes)
     computed = [s for s in context.results.order if s in context.results.fingerprints]
+    return hashes, stored, computed
+
+
+def needed_results(plan: RunPlan) -> Counter:
+    """Per step of the plan, how many distinct images of its version would be computed."""
+    hashes, stored, computed = _stored(plan)
     needed: Counter = Counter({step: 0 for step in computed})
     for sha in hashes:
-        pending = context.results.pending(stored.get(sha, ()))
+        pending = plan.context.results.pending(stored.get(sha, ()))
         needed.update(step for step in pending if step in computed)
     return needed
+
+
+def stored_results(plan: RunPlan) -> Counter:
+    """Per step of the plan, how many distinct images of its version have a stored result."""
+    hashes, stored, computed = _stored(plan)
+    return Counter({step: sum(step in stored.get(sha, ()) for sha in hashes) for step in computed})
 
 
 def describe(diff: VersionDiff, old: str, new: str, needed: Counter, images: int) -> str:

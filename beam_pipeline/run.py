@@ -468,7 +468,13 @@ def start(plan: RunPlan) -> PipelineResult:
             "Holding API requests to %s with the quota service at %s", quota.rate, quota.url
         )
     # The job's quota service lives exactly as long as the pipeline.
-    with quota if quota is not None else contextlib.nullcontext(), _progress(plan):
+    with (
+        quota if quota is not None else contextlib.nullcontext(),
+        _progress(plan),
+        local_runner.interrupted_quietly()
+        if local_runner.uses_default_runner(plan.pipeline_options)
+        else contextlib.nullcontext(),
+    ):
         result = pipeline.run()
         result.wait_until_finish()
     return result
