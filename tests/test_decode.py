@@ -1,4 +1,7 @@
+import io
+
 import pytest
+from PIL import Image
 
 from tests import image_factory
 from transforms.tasks.decode import (
@@ -13,6 +16,7 @@ from transforms.tasks.decode import (
     decode_image,
     heif_available,
     jpeg_scan_count,
+    working_size,
 )
 
 
@@ -135,15 +139,24 @@ def test_a_progressive_jpeg_repeating_its_scans_is_refused_before_decoding():
     assert decode_image(image_factory.progressive_jpeg()).image.size == (256, 256)
 
 
-@pytest.mark.parametrize("file_format", ["JPEG", "PNG"])
+@pytest.mark.parametrize("file_format", ["JPEG", "PNG", "GIF"])
 def test_images_over_the_working_size_shrink_on_load_and_keep_their_own_size(file_format):
     data = image_factory.encode(image_factory._gradient(1200, 800), file_format)
     decoded = decode_image(data, working_pixels=100_000)
-    # JPEG decodes at 1/4 scale; PNG is reduced by the smallest whole factor, 4.
-    assert decoded.image.size == (300, 200)
-    assert (decoded.width, decoded.height, decoded.scale) == (1200, 800, 4.0)
+    # The largest 3:2 size within 100,000 pixels (a JPEG decodes at 1/2 scale first).
+    assert decoded.image.size == (387, 258)
+    assert (decoded.width, decoded.height) == (1200, 800)
+    assert decoded.scale == pytest.approx(1200 / 387)
     whole = decode_image(data)
     assert whole.image.size == (1200, 800) and whole.scale == 1.0
+
+
+def test_a_jpeg_far_over_the_working_size_is_decoded_small():
+    data = image_factory.encode(image_factory._gradient(1600, 1600), "JPEG")
+    image = Image.open(io.BytesIO(data))
+    image.draft("RGB", working_size(*image.size, 30_000))
+    assert image.size == (200, 200)  # libjpeg's 1/8 scale: no full-size pixels at all
+    assert decode_image(data, working_pixels=30_000).image.size == (173, 173)
 
 
 def test_a_shrunk_turned_photo_reports_its_upright_size():
@@ -151,7 +164,7 @@ def test_a_shrunk_turned_photo_reports_its_upright_size():
     exif[0x0112] = 6  # stored 1200x800, shown 800x1200
     data = image_factory.encode(image_factory._gradient(1200, 800), "JPEG", exif=exif.tobytes())
     decoded = decode_image(data, working_pixels=100_000)
-    assert (decoded.width, decoded.height, decoded.image.size) == (800, 1200, (200, 300))
+    assert (decoded.width, decoded.height, decoded.image.size) == (800, 1200, (258, 387))
 
 
 def test_working_size_has_a_floor():

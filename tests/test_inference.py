@@ -1,5 +1,6 @@
 """RunModelOnImages with a fake model: batching, per-image failures, pass-through."""
 
+import os
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from tests.conftest import make_test_pipeline
+from transforms.inference.native_stderr import stderr_without
 from transforms.inference.run_model import (
     LocalModel,
     RunModelOnImages,
@@ -200,3 +202,10 @@ def test_full_batches_hold_only_images_the_model_must_see():
     assert_that(results, equal_to(expected + [("undecoded", None)]))
     pipeline.run().wait_until_finish()
     assert _RecordingModel.batches == [[1, 3, 5, 7, 9]]  # one full batch
+
+
+def test_native_stderr_is_passed_on_without_the_noise(capfd):
+    with stderr_without("Created TensorFlow Lite XNNPACK delegate"):
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nreal warning\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "real warning\nafter\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import re
 import warnings
 
@@ -115,12 +116,12 @@ def jpeg_scan_count(data: bytes) -> int:
     return scans
 
 
-def working_reduction(pixels: int, working_pixels: int) -> int:
-    """The smallest whole factor that brings `pixels` within `working_pixels`."""
-    factor = 1
-    while pixels > working_pixels * factor * factor:
-        factor += 1
-    return factor
+def working_size(width: int, height: int, working_pixels: int) -> tuple[int, int]:
+    """The largest size of the same shape within `working_pixels` (never enlarged)."""
+    if width * height <= working_pixels:
+        return width, height
+    factor = math.sqrt(working_pixels / (width * height))
+    return max(1, int(width * factor)), max(1, int(height * factor))
 
 
 def heif_available() -> bool:
@@ -187,15 +188,14 @@ def decode_image(
         frames = getattr(image, "n_frames", 1)
         original_mode = image.mode
         width, height = _oriented_size(image)
-        reduction = working_reduction(pixels, working_pixels)
         try:
             image.seek(0)
-            if reduction > 1 and image.format in ("JPEG", "MPO"):
-                # libjpeg scales by 1/2, 1/4 or 1/8 as it decodes: less memory and time.
-                image.draft(image.mode, (image.width // reduction, image.height // reduction))
+            if pixels > working_pixels and image.format in ("JPEG", "MPO"):
+                # libjpeg scales by 1/2, 1/4 or 1/8 as it decodes, to at least the size
+                # asked for: less memory and time, and no fewer pixels than the budget.
+                image.draft(image.mode, working_size(*image.size, working_pixels))
             image.load()
-            oriented = ImageOps.exif_transpose(image)
-            rgb = to_rgb(_shrink_to(oriented, working_pixels))
+            rgb = _shrink_to(to_rgb(ImageOps.exif_transpose(image)), working_pixels)
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise TruncatedImageError(f"{file_format} pixel data is corrupt: {error}") from error
     return DecodedImage(rgb, file_format, original_mode, frames, width, height)
@@ -224,9 +224,11 @@ def _oriented_size(image: Image.Image) -> tuple[int, int]:
 
 
 def _shrink_to(image: Image.Image, working_pixels: int) -> Image.Image:
-    """The image reduced by a whole factor (box filter) to fit `working_pixels`."""
-    factor = working_reduction(image.width * image.height, working_pixels)
-    return image if factor == 1 else image.reduce(factor)
+    """The RGB image resized to fit `working_pixels`, if it is larger."""
+    size = working_size(image.width, image.height, working_pixels)
+    if size == image.size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

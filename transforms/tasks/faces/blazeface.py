@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from transforms.inference.model_files import packaged_file
+from transforms.inference.native_stderr import stderr_without
 from transforms.inference.run_model import LocalModel
 
 MODEL_ID = "blazeface-full-range-mediapipe"
@@ -248,8 +249,10 @@ class BlazeFaceFullRange(LocalModel):
     def load(self) -> Any:
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_path=model_path(), num_threads=self._threads)
-        interpreter.allocate_tensors()
+        # LiteRT announces its CPU delegate on stderr, in every worker.
+        with stderr_without("Created TensorFlow Lite XNNPACK delegate"):
+            interpreter = Interpreter(model_path=model_path(), num_threads=self._threads)
+            interpreter.allocate_tensors()
         return interpreter
 
     def predict(self, loaded: Any, inputs: list[FaceSearch]) -> list[list[Detection]]:
