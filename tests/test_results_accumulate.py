@@ -19,6 +19,7 @@ from transforms.remote.answer_store import AnswerStore
 from transforms.tables import delta, schemas
 from transforms.tables.result_store import ResultPlan, fingerprint
 from transforms.tables.transforms import TransformSpec, TransformVersionConflict, register_transform
+from transforms.tasks import decode
 
 FACE_PLAN = ResultPlan(
     order=("decode", "facedetection", "facecrop", "faceprint", "facematch", "pipelineoutput"),
@@ -104,7 +105,7 @@ def test_partial_runs_keep_other_columns_and_reuse_results(sample, tmp_path):
     assert {"run"} == {c.get("imaginem.command") for c in history if "imaginem.steps" in c}
     assert history[0]["imaginem.corpus_version"] == "v1"
     assert json.loads(history[0]["imaginem.step_versions"]) == {
-        "decode": "1",
+        "decode": decode.STEP_VERSION,
         "thumbnail": "1",
         "pipelineoutput": "1",
     }
