@@ -1,7 +1,8 @@
 """The default local runner: Beam's FnApiRunner on every core, never Prism.
 
 Beam 2.77's `DirectRunner` first tries to download the Prism binary; offline that
-fails (or on a hanging network, stalls) before falling back. Building the
+fails (or on a hanging network, stalls for ever) before falling back, so
+`--runner DirectRunner` runs here too. Building the
 FnApiRunner directly skips that, and handing it provision info that carries the
 pipeline options lets worker processes see them (Beam's Azure filesystem needs
 them there).
@@ -29,9 +30,14 @@ from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
+# Beam's DirectRunner runs a batch pipeline on the FnApiRunner too, after trying Prism.
+_LOCAL_RUNNER_NAMES = ("directrunner", "direct")
+
 
 def uses_default_runner(options: PipelineOptions) -> bool:
-    return options.view_as(StandardOptions).runner is None
+    """No runner chosen, or DirectRunner: both run here, on the FnApiRunner."""
+    runner = options.view_as(StandardOptions).runner
+    return runner is None or (isinstance(runner, str) and runner.lower() in _LOCAL_RUNNER_NAMES)
 
 
 def with_local_defaults(options: PipelineOptions, flags: list[str]) -> PipelineOptions:

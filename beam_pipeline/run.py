@@ -180,15 +180,20 @@ def _count_images(corpus_root: str, corpus_version: str) -> tuple[int, int]:
     return manifest.num_rows, len(hashes_of(manifest))
 
 
-def _check_runner_options(options: PipelineOptions) -> None:
-    """Raises UsageError for a runner Beam does not know or a negative worker count."""
-    runner = options.view_as(StandardOptions).runner
+def _check_runner_options(flags: list[str]) -> None:
+    """Raises UsageError for a runner Beam does not know, a Beam flag with a value Beam
+    cannot parse, or a negative worker count."""
+    options = PipelineOptions(flags)
+    try:
+        runner = options.view_as(StandardOptions).runner
+        workers = options.view_as(DirectOptions).direct_num_workers
+    except SystemExit as error:  # Beam's own parser exits on a bad value
+        raise UsageError(f"invalid Beam flag value in: {' '.join(flags)}") from error
     if runner is not None:
         try:
             create_runner(runner)
         except (ValueError, ImportError) as error:
             raise UsageError(f"--runner {runner}: {error}") from error
-    workers = options.view_as(DirectOptions).direct_num_workers
     if workers < 0:
         raise UsageError(f"--direct_num_workers must be 0 (every core) or more, got {workers}")
 
@@ -263,13 +268,14 @@ def plan_run(argv: list[str] | None) -> RunPlan:
         azure_options.check_beam_flags(beam_flags)
     except ValueError as error:
         raise UsageError(str(error)) from error
+    # Creating the runner first imports its module, and with it its options class.
+    _check_runner_options(beam_flags)
     unknown = unknown_beam_flags(beam_flags)
     if unknown:
         raise UsageError(
             f"unrecognised flag(s): {' '.join(unknown)}; see `imaginem run --help` "
             "and Apache Beam's pipeline options"
         )
-    _check_runner_options(PipelineOptions(beam_flags))
     try:
         paths.check_version(args.version)
         steps = resolve_steps(parse_definition(args.steps), registry)

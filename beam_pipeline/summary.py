@@ -18,11 +18,18 @@ from transforms.tables.schemas import FACES
 from transforms.tasks.faces.match import GALLERY_STEP
 from transforms.tasks.output import ERROR_ROWS, FACE_ROWS, IMAGE_ROWS
 
+NO_METRICS = "metrics not available on this runner: the tables hold what was done"
 
-def step_counters(result: PipelineResult) -> dict[str, dict[str, int]]:
-    """namespace -> counter name -> value, summed over the graph's stages."""
+
+def step_counters(result: PipelineResult) -> dict[str, dict[str, int]] | None:
+    """namespace -> counter name -> value, summed over the graph's stages; None when
+    the runner reports no metrics."""
+    try:
+        counters = result.metrics().query()["counters"]
+    except (NotImplementedError, AttributeError, KeyError, TypeError):
+        return None
     totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for counter in result.metrics().query()["counters"]:
+    for counter in counters:
         value = counter.committed if counter.committed is not None else counter.attempted
         totals[counter.key.metric.namespace][counter.key.metric.name] += value or 0
     return totals
@@ -83,6 +90,8 @@ def step_outcomes(counters: dict[str, int]) -> dict[str, int]:
 def summary_record(result: PipelineResult, steps: list[str]) -> dict:
     """The run's summary as data, for `--summary-json` and schedulers."""
     counters = step_counters(result)
+    if counters is None:
+        return {"status": str(result.state), "metrics": NO_METRICS}
     output = counters.get(StepName.PIPELINE_OUTPUT, {})
     read = counters.get(READ_STEP, {})
     return {
@@ -110,9 +119,11 @@ def summarize(
     result: PipelineResult, corpus_root: str, corpus_version: str, steps: list[str]
 ) -> str:
     counters = step_counters(result)
+    lines = [f"Run of {corpus_root} version {corpus_version}: {result.state}"]
+    if counters is None:
+        return "\n".join([*lines, f"  {NO_METRICS}"])
     output = counters.get(StepName.PIPELINE_OUTPUT, {})
     rejected = counters.get(INGEST_STEP, {}).get("failed", 0)
-    lines = [f"Run of {corpus_root} version {corpus_version}: {result.state}"]
     read = counters.get(READ_STEP, {})
     not_needed = read.get("not_needed", 0)
     lines.append(

@@ -6,9 +6,13 @@ import pytest
 from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, StandardOptions
 
 from beam_pipeline.cli import main
-from beam_pipeline.run import UsageError, plan_run, prepare_outputs
+from beam_pipeline.run import UsageError, plan_run, prepare_outputs, start
+from beam_pipeline.summary import NO_METRICS, summarize, summary_record
+from tests import image_factory
 from tests.corpus_files import table_rows
 from transforms.tables import schemas
+
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 
 
 def _plan(corpus, *extra):
@@ -39,6 +43,12 @@ def test_planning_a_run_writes_nothing(small_corpus):
         (["--direct_num_workers=x"], "invalid Beam flag value"),
         (["--step-module", "not_a_module"], "cannot import step module"),
         (["--runner", "NoSuchRunner"], "Unexpected pipeline runner: NoSuchRunner"),
+        # The runner's module is imported before its flags are checked: the missing
+        # package is named, not the flag called unknown.
+        (
+            ["--runner", DASK_RUNNER, "--dask_client_address", "tcp://x:8786"],
+            f"--runner {DASK_RUNNER}: No module named 'dask'",
+        ),
         (["--direct_num_workers", "-3"], "--direct_num_workers must be 0"),
         (["--api-rate", "5/s", "--api-quota-host", "999.1.1.1"], "--api-quota-host"),
         (["--api-config", "/no/such/apis.toml"], "cannot read --api-config"),
@@ -151,3 +161,33 @@ def test_an_api_config_value_of_the_wrong_type_is_named_not_shown(small_corpus, 
 def test_a_corpus_root_that_cannot_work_is_refused(corpus, message):
     with pytest.raises(UsageError, match=message):
         plan_run(["--corpus", corpus, "--version", "v1"])
+
+
+def test_direct_runner_runs_here_and_never_tries_prism(small_corpus, monkeypatch):
+    from apache_beam.runners.portability import prism_runner
+
+    tried = []
+
+    def no_prism(*args, **kwargs):
+        tried.append(args)  # Beam's DirectRunner would fall back after any exception
+        raise RuntimeError("no Prism here")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", no_prism)
+    plan = _plan(small_corpus, "--runner", "DirectRunner", "--steps", "thumbnail")
+    assert plan.pipeline_options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+    prepare_outputs(plan)
+    assert start(plan).state == "DONE"
+    assert tried == []
+    assert len(table_rows(small_corpus, schemas.IMAGES)) == len(image_factory.GOOD_FILES)
+
+
+def test_a_runner_without_metrics_gets_a_summary_all_the_same():
+    class NoMetrics:
+        state = "DONE"
+
+        def metrics(self):
+            raise NotImplementedError
+
+    text = summarize(NoMetrics(), "ROOT", "v1", ["thumbnail"])
+    assert text.splitlines() == ["Run of ROOT version v1: DONE", f"  {NO_METRICS}"]
+    assert summary_record(NoMetrics(), ["thumbnail"]) == {"status": "DONE", "metrics": NO_METRICS}
