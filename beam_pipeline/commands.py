@@ -269,9 +269,11 @@ def steps(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="imaginem steps", description="List known steps.")
     parser.add_argument("--step-module", action="append", default=[])
     args = parser.parse_args(argv)
-    for step in load_registry(args.step_module).values():
+    registry = load_registry(args.step_module)
+    width = max(len(name) for name in registry)
+    for step in registry.values():
         needs = ", ".join(step.depends_on) or "-"
-        print(f"{step.name:<16} v{step.version:<4} needs {needs:<24} {step.description}")
+        print(f"{step.name:<{width}}  v{step.version:<4} needs {needs:<24} {step.description}")
     return EXIT_OK
 
 
