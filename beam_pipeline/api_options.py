@@ -13,10 +13,16 @@ from beam_pipeline.arg_types import positive
 from transforms.remote import endpoints
 from transforms.remote.api import Api
 from transforms.remote.api_step import API_RETRY, ApiSettings
-from transforms.remote.quota import QuotaServer, Rate, parse_rate
+from transforms.remote.quota import (
+    QuotaServer,
+    QuotaUnavailableError,
+    Rate,
+    parse_rate,
+    served_rate,
+)
 
 
-def _rate(text: str) -> Rate:
+def rate_type(text: str) -> Rate:
     try:
         return parse_rate(text)
     except ValueError as error:
@@ -31,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--api-rate",
-        type=_rate,
+        type=rate_type,
         metavar="RATE",
         help="requests per second, minute or hour for the whole job, across all workers, "
         "e.g. 10/s or 20/min (default: no limit but the APIs' own 429s)",
@@ -72,6 +78,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "must reach it (default %(default)s)",
     )
     group.add_argument(
+        "--api-quota-advertise",
+        metavar="HOST",
+        help="name or address workers reach the quota service by (default: "
+        "--api-quota-host, or this machine's name when that is 0.0.0.0)",
+    )
+    group.add_argument(
+        "--api-quota-url",
+        metavar="URL",
+        help="use the quota service of `imaginem quota-server` at URL, shared by every "
+        "run that names it, instead of one for this run (its rate replaces --api-rate)",
+    )
+    group.add_argument(
         "--dry-run",
         action="store_true",
         help="print how many API calls the run would make (and their price, if the "
@@ -79,14 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_host(host: str) -> None:
+def check_host(host: str, flag: str = "--api-quota-host") -> None:
     """Raises ValueError unless the quota service can listen on `host`."""
     try:
         socket.getaddrinfo(host, None)
     except (socket.gaierror, UnicodeError) as error:
         raise ValueError(
-            f"--api-quota-host {host!r} is not an address of this machine or a name "
-            "that resolves to one"
+            f"{flag} {host!r} is not an address of this machine or a name that resolves to one"
         ) from error
 
 
@@ -112,6 +129,11 @@ def resolve(args: argparse.Namespace, chosen: dict[str, Api]) -> ApiPlan | None:
     """
     # Read even when no step runs on an API: a wrong path is a mistake to report.
     config = endpoints.read_config(args.api_config) if args.api_config else {}
+    if args.api_quota_url and args.api_rate:
+        raise ValueError(
+            "--api-rate and --api-quota-url exclude each other: the quota server holds "
+            "the rate it was started with"
+        )
     if args.api_rate:
         check_host(args.api_quota_host)
     if not chosen:
@@ -123,12 +145,20 @@ def resolve(args: argparse.Namespace, chosen: dict[str, Api]) -> ApiPlan | None:
         for name in names
         if name in config and config[name].price_per_1000 is not None
     }
-    quota = None
+    quota, quota_url = None, args.api_quota_url
+    if quota_url and not args.dry_run:
+        try:
+            served_rate(quota_url)  # unreachable: said now, not by every worker
+        except QuotaUnavailableError as error:
+            raise ValueError(f"--api-quota-url: {error}") from None
     if args.api_rate and not args.dry_run:
-        quota = QuotaServer(args.api_rate, host=args.api_quota_host)
+        quota = QuotaServer(
+            args.api_rate, host=args.api_quota_host, advertised_host=args.api_quota_advertise
+        )
+        quota_url = quota.url
     settings = ApiSettings(
         endpoints=found,
-        quota_url=quota.url if quota else None,
+        quota_url=quota_url,
         timeout_seconds=args.api_timeout,
         concurrency=args.api_concurrency,
         retry=dataclasses.replace(API_RETRY, tries=args.api_tries),

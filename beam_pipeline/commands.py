@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from tqdm import tqdm
 
-from beam_pipeline import azure_options
+from beam_pipeline import api_options, azure_options
 from beam_pipeline import run as run_command
 from beam_pipeline.arg_types import positive
 from beam_pipeline.diff import describe as describe_diff
@@ -38,6 +40,7 @@ from transforms.corpus.sample import build_sample_corpus, build_sample_gallery
 from transforms.io.blobs import BlobContainer
 from transforms.io.storage import absolute_root
 from transforms.remote.answer_store import import_legacy_answers
+from transforms.remote.quota import QuotaServer
 from transforms.retry import describe
 from transforms.tables.migrate import BACKUP_SUFFIX, migrate_corpus
 from transforms.tasks.registry import load_registry
@@ -277,10 +280,58 @@ def steps(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def quota_server(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="imaginem quota-server",
+        description="Hold the API requests of every run that names this service "
+        "(imaginem run --api-quota-url URL), on any machine, to one rate together.",
+    )
+    parser.add_argument(
+        "--rate",
+        type=api_options.rate_type,
+        required=True,
+        metavar="RATE",
+        help="requests per s, min or h for all those runs together, e.g. 10/s or 600/min",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=0, help="port to listen on (default: any free port)"
+    )
+    parser.add_argument(
+        "--advertise",
+        metavar="HOST",
+        help="name or address runs and workers reach it by (default: --host, or this "
+        "machine's name when that is 0.0.0.0)",
+    )
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be 0-65535, got {args.port}")
+    try:
+        api_options.check_host(args.host, "--host")
+        server = QuotaServer(args.rate, args.host, args.port, args.advertise)
+    except ValueError as error:
+        parser.error(str(error))
+    except OSError as error:
+        parser.error(f"cannot listen on {args.host}:{args.port}: {error.strerror}")
+    stop = threading.Event()
+    for stopping in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stopping, lambda *_: stop.set())
+    with server:
+        print(f"Quota service holding {args.rate} at {server.url}", flush=True)
+        print(f"Runs share it with: imaginem run ... --api-quota-url {server.url}", flush=True)
+        while not stop.wait(1.0):
+            pass
+    print("Quota service stopped", flush=True)
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "diff": diff,
     "ingest": ingest,
     "migrate": migrate,
+    "quota-server": quota_server,
     "run": run,
     "sample-corpus": sample_corpus,
     "steps": steps,

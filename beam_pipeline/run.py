@@ -473,6 +473,8 @@ def start(plan: RunPlan) -> PipelineResult:
         LOGGER.info(
             "Holding API requests to %s with the quota service at %s", quota.rate, quota.url
         )
+    elif plan.api is not None and plan.api.settings.quota_url:
+        LOGGER.info("Holding API requests with the quota server at %s", plan.api.settings.quota_url)
     # The job's quota service lives exactly as long as the pipeline.
     with (
         quota if quota is not None else contextlib.nullcontext(),

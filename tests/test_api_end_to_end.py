@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -257,3 +258,58 @@ def test_the_rate_holds_across_two_workers_and_is_used(tmp_path):
     span = times[-1] - times[0] + 0.1  # the last request's own slot
     utilisation = len(times) / (span * 10)
     assert utilisation >= 0.9, f"{utilisation:.2f} of the rate used over {span:.1f}s"
+
+
+def _quota_server(rate: str):
+    """`imaginem quota-server` in its own process, and the URL it prints."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "beam_pipeline.cli", "quota-server", "--rate", rate],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    url = server.stdout.readline().split(" at ")[-1].strip()
+    assert url.startswith("http://127.0.0.1:"), url
+    return server, url
+
+
+def test_two_runs_share_one_quota_server(tmp_path):
+    """Two jobs at once, one `--api-rate`-like limit of 10/s for both together."""
+    roots = [_corpus(tmp_path / name, 40) for name in ("first", "second")]
+    server, url = _quota_server("10/s")
+    try:
+        with FakeVisionApi(FakeApiSettings(rate=Rate(50), key=KEY)) as fake:
+            flags = ["--steps", "generalclassification", "--generalclassification-backend"]
+            flags += ["azure", "--api-quota-url", url]
+            with ThreadPoolExecutor(2) as runs:
+                results = list(
+                    runs.map(
+                        lambda root: _imaginem(root, *flags, environment=_environment(fake.url)),
+                        roots,
+                    )
+                )
+        for result in results:
+            assert result.returncode == 0, result.stderr[-3000:]
+    finally:
+        server.terminate()
+        assert server.wait(timeout=30) == 0
+    times = sorted(entry.time for entry in fake.log)
+    assert len(times) == 80
+    busiest = max(
+        sum(1 for other in times[index:] if other < start + 1.0)
+        for index, start in enumerate(times)
+    )
+    assert busiest <= 11, busiest
+
+
+def test_a_quota_url_replaces_the_rate_and_must_answer(tmp_path):
+    root = _corpus(tmp_path, 2)
+    flags = ["--steps", "generalclassification", "--generalclassification-backend", "azure"]
+    environment = _environment("http://127.0.0.1:9")
+    quota_flags = ["--api-rate", "5/s", "--api-quota-url", "http://127.0.0.1:9/r"]
+    both = _imaginem(root, *flags, *quota_flags, environment=environment)
+    assert both.returncode == 2 and "exclude each other" in both.stderr
+    server, url = _quota_server("5/s")
+    server.terminate()
+    server.wait(timeout=30)
+    gone = _imaginem(root, *flags, "--api-quota-url", url, environment=environment)
+    assert gone.returncode == 2 and "no quota service answers at" in gone.stderr, gone.stderr

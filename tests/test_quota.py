@@ -1,11 +1,21 @@
 """The job-wide request rate: parsing, spacing, and two processes sharing one quota."""
 
 import multiprocessing
+import socket
 import time
 
 import pytest
 
-from transforms.remote.quota import QuotaClient, QuotaServer, Rate, Schedule, parse_rate
+from transforms.remote.quota import (
+    QuotaClient,
+    QuotaServer,
+    QuotaUnavailableError,
+    Rate,
+    Schedule,
+    advertised_name,
+    parse_rate,
+    served_rate,
+)
 
 
 @pytest.mark.parametrize(
@@ -54,3 +64,21 @@ def test_two_processes_share_one_rate():
     assert most <= rate + 1
     # And the rate is used: 60 starts take about 3 s, not 6 (one process at a time).
     assert starts[-1] - starts[0] < 60 / rate * 1.1
+
+
+def test_workers_are_given_an_address_they_can_reach():
+    assert advertised_name("0.0.0.0", None) == socket.getfqdn()
+    assert advertised_name("0.0.0.0", "quota.internal") == "quota.internal"
+    assert advertised_name("10.1.2.3", None) == "10.1.2.3"
+    with QuotaServer(Rate(5), advertised_host="localhost") as named:
+        assert named.url == f"http://localhost:{named.port}/reserve"
+    with QuotaServer(Rate(5)) as local:
+        assert local.url == f"http://127.0.0.1:{local.port}/reserve"
+
+
+def test_a_quota_service_says_its_rate_and_a_wrong_url_is_named():
+    with QuotaServer(Rate(7)) as server:
+        assert served_rate(server.url) == Rate(7)
+        port = server.port
+    with pytest.raises(QuotaUnavailableError, match=f"no quota service answers at .*:{port}"):
+        served_rate(f"http://127.0.0.1:{port}/reserve")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import socket
 import threading
 import time
 import urllib.request
@@ -56,6 +57,7 @@ class Schedule:
     """Start times `interval` apart, never earlier than asked for (thread-safe)."""
 
     def __init__(self, rate: Rate, clock=time.monotonic) -> None:
+        self.rate = rate
         self._interval = rate.interval
         self._clock = clock
         self._next = 0.0
@@ -74,17 +76,46 @@ class _Handler(JsonHandler):
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
         self.send_json(200, {"wait": self.server.state.reserve()})
 
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.send_json(200, {"rate_per_second": self.server.state.rate.per_second})
+
 
 class QuotaServer(BackgroundServer):
-    """The job's quota service; run by the driver for as long as the pipeline runs."""
+    """A quota service: run by the driver for as long as the pipeline runs, or on its
+    own (`imaginem quota-server`) for several jobs and remote workers.
 
-    def __init__(self, rate: Rate, host: str = "127.0.0.1", port: int = 0) -> None:
+    Args:
+        host: the address it listens on.
+        advertised_host: the name workers reach it by; by default `host`, or this
+            machine's name when `host` is a wildcard (0.0.0.0, ::), which no one can
+            connect to.
+    """
+
+    def __init__(
+        self,
+        rate: Rate,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        advertised_host: str | None = None,
+    ) -> None:
         super().__init__(_Handler, Schedule(rate), host, port)
         self.rate = rate
+        self._host = advertised_name(host, advertised_host)
 
     @property
     def url(self) -> str:
-        return f"{self.base_url}/reserve"
+        return f"http://{self._host}:{self.port}/reserve"
+
+
+# Addresses a server listens on but no client can connect to.
+_WILDCARDS = ("0.0.0.0", "")
+
+
+def advertised_name(host: str, advertised_host: str | None) -> str:
+    """The name clients reach a server listening on `host` by."""
+    if advertised_host:
+        return advertised_host
+    return socket.getfqdn() if host in _WILDCARDS else host
 
 
 # The quota service is the job's own: never reached through an HTTP proxy.
@@ -93,6 +124,22 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 class QuotaUnavailableError(RuntimeError):
     """The quota service could not be reached: no request is sent without a slot."""
+
+
+def served_rate(url: str) -> Rate:
+    """The rate the quota service at `url` holds, asked once.
+
+    Raises:
+        QuotaUnavailableError: nothing answers there as a quota service does.
+    """
+    try:
+        with _DIRECT.open(url, timeout=10) as response:
+            return Rate(float(json.load(response)["rate_per_second"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise QuotaUnavailableError(
+            f"no quota service answers at {url}: {error}; start one with "
+            "`imaginem quota-server` and pass the URL it prints"
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True)
