@@ -13,6 +13,20 @@ from typing import BinaryIO
 
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.io.azure_access import ACCOUNT_URL_ENV
+
+
+def _filesystems() -> type[FileSystems]:
+    """Beam's filesystems, given options from this machine's environment where the
+    runner set none (a portable runner's external workers): its Azure filesystem needs
+    options even to read the connection string from the environment, and an Azure AD
+    sign-in's account URL."""
+    if FileSystems._pipeline_options is None:
+        url = os.environ.get(ACCOUNT_URL_ENV)
+        FileSystems.set_options(PipelineOptions([f"--blob_service_endpoint={url}"] if url else []))
+    return FileSystems
 
 
 def is_local(uri: str) -> bool:
@@ -40,7 +54,7 @@ def absolute_root(root: str) -> str:
     if is_local(root):
         return os.path.abspath(root)
     try:
-        FileSystems.get_filesystem(root)
+        _filesystems().get_filesystem(root)
     except (ValueError, BeamIOError) as error:
         scheme = root.split("://", 1)[0]
         raise ValueError(
@@ -74,7 +88,7 @@ def exists(uri: str) -> bool:
     would let an existing output be overwritten).
     """
     try:
-        return FileSystems.exists(uri)
+        return _filesystems().exists(uri)
     except BeamIOError as error:
         if _is_not_found(error):
             return False
@@ -83,7 +97,7 @@ def exists(uri: str) -> bool:
 
 def open_for_read(uri: str) -> BinaryIO:
     """Opens a file as raw bytes (Beam would otherwise decompress `.gz` by name)."""
-    return FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
+    return _filesystems().open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def read_bytes(uri: str) -> bytes:
@@ -120,7 +134,7 @@ def write_atomically(uri: str, write: Callable[[BinaryIO], None], overwrite: boo
         write(buffer)
         if not overwrite and exists(uri):
             raise FileExistsError(uri)
-        with FileSystems.create(uri, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        with _filesystems().create(uri, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             handle.write(buffer.getvalue())
         return
     folder, name = os.path.split(uri)
@@ -196,7 +210,7 @@ def list_files(folder: str, pattern: str = "*") -> list[str]:
     """Paths of the files directly in `folder` matching `pattern`; [] if none."""
     glob = folder.rstrip("/") + "/" + pattern
     try:
-        matched = FileSystems.match([glob])[0].metadata_list
+        matched = _filesystems().match([glob])[0].metadata_list
     except BeamIOError as error:
         if _is_not_found(error):
             return []
@@ -206,11 +220,11 @@ def list_files(folder: str, pattern: str = "*") -> list[str]:
 
 def seconds_since_modified(uri: str) -> float:
     """How long ago the file at `uri` was last written (any Beam filesystem)."""
-    (metadata,) = FileSystems.match([uri])[0].metadata_list
+    (metadata,) = _filesystems().match([uri])[0].metadata_list
     return time.time() - metadata.last_updated_in_seconds
 
 
 def delete(uris: Iterable[str]) -> None:
     uris = list(uris)
     if uris:
-        FileSystems.delete(uris)
+        _filesystems().delete(uris)

@@ -19,7 +19,6 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import progress
@@ -153,18 +152,17 @@ def list_gallery(gallery_root: str) -> list[tuple[str, str]]:
     Raises:
         GalleryError: no person folder with an image in it.
     """
-    pattern = gallery_root.rstrip("/") + "/*/*"
     try:
-        matched = FileSystems.match([pattern])[0].metadata_list
+        matched = storage.list_files(gallery_root, "*/*")
     except Exception as error:  # noqa: BLE001 - reported as a usage problem
         raise GalleryError(f"cannot list the gallery {gallery_root}: {error}") from error
     prefix = gallery_root.rstrip("/") + "/"
     found = []
-    for metadata in matched:
-        relative = metadata.path[len(prefix) :].replace("\\", "/")
+    for path in matched:
+        relative = path[len(prefix) :].replace("\\", "/")
         person, _, name = relative.partition("/")
         if person and "/" not in name and not name.startswith(".") and is_image_name(name):
-            found.append((person, metadata.path))
+            found.append((person, path))
     if not found:
         raise GalleryError(
             f"the gallery {gallery_root} has no images: it needs one sub-folder per person "
