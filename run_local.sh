@@ -14,10 +14,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -r requirements.txt
+"$VENV/bin/python" -m pip install --quiet -r requirements.txt -r requirements-export.txt
 "$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-nodeps.txt
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 
+# Once: the classification model's ONNX export (torch is needed for this alone).
+"$VENV/bin/imaginem" models export
 "$VENV/bin/imaginem" sample-corpus "$DROP" --gallery "$GALLERY"
 "$VENV/bin/imaginem" ingest "$DROP" --corpus "$CORPUS" --version "$VERSION"
 "$VENV/bin/imaginem" run --corpus "$CORPUS" --version "$VERSION" --gallery "$GALLERY" "$@"

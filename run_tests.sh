@@ -8,13 +8,17 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -r requirements.txt -r requirements-test.txt
+"$VENV/bin/python" -m pip install --quiet -r requirements.txt -r requirements-export.txt \
+  -r requirements-test.txt
 "$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-nodeps.txt
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 # The Azure Storage emulator (npm, pinned by its lock file) for the Azure tests.
 if [ ! -x tools/azurite/node_modules/.bin/azurite ]; then
   npm ci --prefix tools/azurite --no-audit --no-fund --loglevel=error
 fi
+
+# The runtime requirements alone must resolve without torch or CUDA packages.
+"$VENV/bin/python" tools/check_runtime_requirements.py requirements.txt
 
 "$VENV/bin/ruff" check beam_pipeline transforms tests bench
 "$VENV/bin/python" -m pytest -q "$@"

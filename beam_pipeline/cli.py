@@ -7,16 +7,26 @@ import sys
 
 from beam_pipeline.log_noise import console_handler
 
-USAGE = """usage: imaginem {ingest,run,diff,migrate,quota-server,sample-corpus,steps} ...
+USAGE = """usage: imaginem {ingest,run,diff,migrate,models,quota-server,sample-corpus,steps} ...
   ingest DROP_DIR --corpus ROOT --version VERSION   copy a drop into the corpus
   run --corpus ROOT --version VERSION [--steps ...]  run the pipeline
   diff --corpus ROOT --from V1 --to V2              what changed, what V2 still needs
   migrate --corpus ROOT                              convert an older release's tables
+  models export                                      convert models once (needs torch)
   quota-server --rate RATE [--host HOST]             one API rate for several runs
   sample-corpus DIR                                  build a sample drop
   steps                                              list known steps
 Add --help after a command for its options."""
-COMMAND_NAMES = ("ingest", "run", "diff", "migrate", "quota-server", "sample-corpus", "steps")
+COMMAND_NAMES = (
+    "ingest",
+    "run",
+    "diff",
+    "migrate",
+    "models",
+    "quota-server",
+    "sample-corpus",
+    "steps",
+)
 
 
 def _configure_logging() -> None:

