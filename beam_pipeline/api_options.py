@@ -87,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--api-quota-url",
         metavar="URL",
         help="use the quota service of `imaginem quota-server` at URL, shared by every "
-        "run that names it, instead of one for this run (its rate replaces --api-rate)",
+        "run that names it, instead of one for this run (the rate is the server's: "
+        "no --api-rate)",
     )
     group.add_argument(
         "--dry-run",

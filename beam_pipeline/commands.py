@@ -166,6 +166,9 @@ def run(argv: list[str]) -> int:
         return EXIT_USAGE
     try:
         result = run_command.start(plan)
+    except run_command.UsageError as error:
+        print(f"imaginem run: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(_describe_interrupted(plan), file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -345,6 +348,9 @@ def models(argv: list[str]) -> int:
         path = classify.onnx_model_path()
     except classify.ModelNotExportedError as error:
         parser.error(str(error))
+    except (RuntimeError, OSError) as error:  # an export that fails its check; no room
+        print(f"imaginem models: the export failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"Classification model (ONNX): {path}")
     return EXIT_OK
 

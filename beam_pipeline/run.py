@@ -38,6 +38,7 @@ from transforms.records import ImageRecord, StepName
 from transforms.remote.answer_store import answer_step, legacy_answer_files
 from transforms.remote.api import Api
 from transforms.remote.api_step import answer_store
+from transforms.remote.quota import QuotaUnavailableError, served_rate
 from transforms.retry import describe
 from transforms.tables import azure_tables, delta, schemas
 from transforms.tables.result_store import ResultPlan, ResultStore, fingerprint
@@ -483,9 +484,22 @@ def start(plan: RunPlan) -> PipelineResult:
         if local_runner.uses_default_runner(plan.pipeline_options)
         else contextlib.nullcontext(),
     ):
+        if quota is not None:
+            _check_advertised(quota.url)
         result = pipeline.run()
         result.wait_until_finish()
     return result
+
+
+def _check_advertised(url: str) -> None:
+    """The driver asks its own quota service at the address workers are given."""
+    try:
+        served_rate(url)
+    except QuotaUnavailableError as error:
+        raise UsageError(
+            f"{error}: give workers a name of this machine they can reach with "
+            "--api-quota-advertise"
+        ) from None
 
 
 def _progress(plan: RunPlan) -> contextlib.AbstractContextManager:

@@ -131,6 +131,19 @@ def test_jpeg_scans_are_counted_by_segment_not_by_bytes():
     assert jpeg_scan_count(twice) == 1
 
 
+def test_junk_between_segments_does_not_hide_scans_and_long_fill_runs_are_cheap():
+    bomb = image_factory.scan_bomb_jpeg()
+    after_app0 = 4 + int.from_bytes(bomb[4:6], "big")
+    # libjpeg skips a stray byte (or FF 00) between segments and decodes every scan.
+    for junk in (b"\x00", b"\xff\x00", b"junk"):
+        hidden = bomb[:after_app0] + junk + bomb[after_app0:]
+        assert jpeg_scan_count(hidden) == jpeg_scan_count(bomb) > MAX_JPEG_SCANS
+    # A scan followed by megabytes of 0xFF: one linear pass, not a search per byte.
+    data = image_factory.progressive_jpeg()
+    start = data.index(b"\xff\xda")
+    assert jpeg_scan_count(data[: start + 14] + b"\xff" * 2_000_000) == 1
+
+
 def test_a_progressive_jpeg_repeating_its_scans_is_refused_before_decoding():
     bomb = image_factory.scan_bomb_jpeg()
     assert jpeg_scan_count(bomb) > MAX_JPEG_SCANS

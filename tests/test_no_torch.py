@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from tests.corpus_files import table_rows
+from tests.corpus_files import imaginem, table_rows
 from tools.check_runtime_requirements import refused
 from transforms.inference.model_files import CACHE_ENV
 from transforms.tables import schemas
@@ -32,25 +32,15 @@ def _without_torch(tmp_path, **extra):
     return {**os.environ, "PYTHONPATH": str(hiding), **extra}
 
 
-def _imaginem(environment, *argv):
-    return subprocess.run(
-        [sys.executable, "-m", "beam_pipeline.cli", *argv],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def test_classification_runs_without_torch_once_exported(small_corpus, tmp_path):
     classify.onnx_model_path()  # the export, made here where torch is installed
     environment = _without_torch(tmp_path)
-    hidden = _imaginem(environment, "steps")
+    hidden = imaginem("steps", env=environment)
     assert hidden.returncode == 0
     probe = subprocess.run([sys.executable, "-c", "import torch"], env=environment)
     assert probe.returncode != 0
     argv = ["run", "--corpus", small_corpus, "--version", "v1"]
-    done = _imaginem(environment, *argv, "--steps", "generalclassification")
+    done = imaginem(*argv, "--steps", "generalclassification", env=environment)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = table_rows(small_corpus, schemas.IMAGES)
     assert all(row["generalclassification"]["labels"] for row in rows)
@@ -59,10 +49,10 @@ def test_classification_runs_without_torch_once_exported(small_corpus, tmp_path)
 def test_without_the_export_or_torch_a_run_says_how_to_export(small_corpus, tmp_path):
     environment = _without_torch(tmp_path, **{CACHE_ENV: str(tmp_path / "empty-cache")})
     argv = ["run", "--corpus", small_corpus, "--version", "v1", "--steps", "generalclassification"]
-    done = _imaginem(environment, *argv)
+    done = imaginem(*argv, env=environment)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "imaginem models export" in done.stderr and "Traceback" not in done.stderr
-    exported = _imaginem(environment, "models", "export")
+    exported = imaginem("models", "export", env=environment)
     assert exported.returncode == 2 and "requirements-export.txt" in exported.stderr
 
 

@@ -2,7 +2,6 @@
 started pool of external workers (the SDK side of what Flink runs) gives the same
 tables as the default runner, on a local root and on an `azfs://` root."""
 
-import json
 import os
 import socket
 import subprocess
@@ -12,7 +11,7 @@ import time
 import pytest
 
 from tests.azurite import ACCOUNT
-from tests.corpus_files import table_rows
+from tests.corpus_files import imaginem, tables_without_root
 from transforms.io import azure_access
 from transforms.tables import schemas
 
@@ -81,25 +80,9 @@ def portable_flags(environment, tmp_path_factory):
 
 
 def _imaginem(environment, *argv):
-    done = subprocess.run(
-        [sys.executable, "-m", "beam_pipeline.cli", *argv],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = imaginem(*argv, env=environment)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
-
-
-def _tables(root):
-    return {
-        table: sorted(
-            json.dumps(row, sort_keys=True, default=str).replace(root, "ROOT")
-            for row in table_rows(root, table)
-        )
-        for table in TABLES
-    }
 
 
 @pytest.mark.parametrize("where", ["local", "azfs"])
@@ -122,6 +105,6 @@ def test_external_workers_give_the_tables_of_the_default_runner(
             environment, "run", "--corpus", root, "--version", "v1", "--gallery", gallery, *flags
         )
         assert "DONE" in summary, summary
-        tables[runner] = _tables(root)
+        tables[runner] = tables_without_root(root, TABLES)
     assert tables["portable"] == tables["default"]
     assert len(tables["default"][schemas.IMAGES]) >= 16

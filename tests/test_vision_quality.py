@@ -230,6 +230,11 @@ def test_a_photo_shrunk_on_load_gives_boxes_in_its_own_pixels(tmp_path, sample_r
     (face,) = image["facedetection"]["faces"]
     x, y = _centre(face)
     assert abs(x - 4 * 226) < 80 and abs(y - 4 * 120) < 100, (x, y)
+    (crop,) = image["facecrop"]["crops"]
+    box = face["box"]
+    for point in crop["landmarks"]:  # eye corners and nose, in the file's pixels too
+        assert box["left"] <= point["x"] <= box["right"], point
+        assert box["top"] <= point["y"] <= box["bottom"], point
     (row,) = table_rows(root, FACES)
     assert row["person"] == "eileen-collins", row["distance"]
 

@@ -232,11 +232,7 @@ def check_reachable(access: AzureAccess, corpus_root: str) -> None:
         AzureAccessError: the service cannot be reached or refuses the credential,
             said in one line (which holds no secret), before any work starts.
     """
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        HttpResponseError,
-        ServiceRequestError,
-    )
+    from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
     _, container, _ = split_azfs(corpus_root + "/")
     service = access.blob_service(**_PROBE_OPTIONS)
@@ -245,11 +241,6 @@ def check_reachable(access: AzureAccess, corpus_root: str) -> None:
     where = f"the blob service of account {access.account} ({endpoint})"
     try:
         service.get_container_client(container).exists()
-    except ServiceRequestError as error:
-        raise AzureAccessError(
-            f"cannot reach {where}: {_first_line(error)}; check the account name, the "
-            "endpoint in the connection string and the network"
-        ) from None
     except HttpResponseError as error:
         if isinstance(error, ClientAuthenticationError) or error.status_code in (401, 403):
             raise AzureAccessError(
@@ -258,6 +249,11 @@ def check_reachable(access: AzureAccess, corpus_root: str) -> None:
             ) from None
         raise AzureAccessError(
             f"{where} answered {error.status_code}: {_first_line(error)}"
+        ) from None
+    except AzureError as error:  # no connection, or no answer on it
+        raise AzureAccessError(
+            f"cannot reach {where}: {_first_line(error)}; check the account name, the "
+            "endpoint in the connection string and the network"
         ) from None
 
 

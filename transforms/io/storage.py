@@ -218,10 +218,16 @@ def list_files(folder: str, pattern: str = "*") -> list[str]:
     return sorted(metadata.path for metadata in matched)
 
 
-def seconds_since_modified(uri: str) -> float:
-    """How long ago the file at `uri` was last written (any Beam filesystem)."""
-    (metadata,) = _filesystems().match([uri])[0].metadata_list
-    return time.time() - metadata.last_updated_in_seconds
+def seconds_since_modified(uri: str) -> float | None:
+    """How long ago the file at `uri` was last written (any Beam filesystem); None if
+    it is gone."""
+    try:
+        matched = _filesystems().match([uri])[0].metadata_list
+    except BeamIOError as error:
+        if _is_not_found(error):
+            return None
+        raise
+    return time.time() - matched[0].last_updated_in_seconds if matched else None
 
 
 def delete(uris: Iterable[str]) -> None:

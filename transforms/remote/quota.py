@@ -87,8 +87,7 @@ class QuotaServer(BackgroundServer):
     Args:
         host: the address it listens on.
         advertised_host: the name workers reach it by; by default `host`, or this
-            machine's name when `host` is a wildcard (0.0.0.0, ::), which no one can
-            connect to.
+            machine's name when `host` is 0.0.0.0, which no one can connect to.
     """
 
     def __init__(

@@ -11,6 +11,7 @@ be spawned, never forked after a table was opened (Beam's local workers are spaw
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -23,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+from apache_beam.io.filesystem import BeamIOError
 
 from transforms import paths
 from transforms.io import storage
@@ -35,8 +37,12 @@ COMMIT_TRIES = 12
 # Prefix of the commit metadata keys (`DeltaTable.history()` is the audit trail).
 COMMIT_KEY = "imaginem"
 # A data file no commit took is an orphan once it is this old: no writer takes a day
-# between writing a file and committing it (Delta's own VACUUM waits a week).
+# between writing a file and committing it.
 ORPHAN_AGE_SECONDS = 24 * 3600
+# Checkpoints forget the removal of a file after Delta's default retention of a week,
+# though older versions that read it stay in the log: a file this old may be one of
+# them, so it is left to VACUUM, and an orphan is removed within its first week.
+REMOVED_FILE_RETENTION_SECONDS = 7 * 24 * 3600
 
 
 class LegacyTableError(RuntimeError):
@@ -264,8 +270,8 @@ def remove_orphans(where: DeltaLocation, older_than_seconds: float = ORPHAN_AGE_
 
     A writer killed mid-write, or one whose commit lost a race and was retried, leaves
     its Parquet files behind, never referenced. Files younger than `older_than_seconds`
-    may belong to a writer still at work, and files an older commit removed stay for
-    reads of that version: neither is touched.
+    may belong to a writer still at work, and files a commit removed stay for reads of
+    earlier versions: neither is touched (see REMOVED_FILE_RETENTION_SECONDS).
     """
     if not exists(where):
         return 0
@@ -275,13 +281,14 @@ def remove_orphans(where: DeltaLocation, older_than_seconds: float = ORPHAN_AGE_
     )
     # `full` lists untracked files as well as removed ones; only the untracked go.
     untracked = sorted(set(sweep(full=True)) - set(sweep()))
-    old = [
-        uri
-        for uri in (f"{where.folder}/{relative}" for relative in untracked)
-        if storage.seconds_since_modified(uri) >= older_than_seconds
-    ]
-    storage.delete(old)
-    return len(old)
+    removed = 0
+    for uri in (f"{where.folder}/{relative}" for relative in untracked):
+        age = storage.seconds_since_modified(uri)
+        if age is not None and older_than_seconds <= age < REMOVED_FILE_RETENTION_SECONDS:
+            with contextlib.suppress(FileNotFoundError, BeamIOError):  # another run's sweep
+                storage.delete([uri])
+                removed += 1
+    return removed
 
 
 def _dataset(where: DeltaLocation, version: int | None = None) -> pads.Dataset:

@@ -37,9 +37,9 @@ JPEG_MAX_PIXELS_PER_BYTE = 4096
 # repeating a scan thousands of times stall a worker for minutes. Encoders write
 # about ten; libjpeg-turbo's own tools suggest limiting fuzzed input to 100-500.
 MAX_JPEG_SCANS = 100
-# A marker after entropy-coded data: 0xFF (and fill 0xFFs), then neither a stuffed
-# zero nor a restart marker.
-_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+# A marker after entropy-coded data: 0xFF followed by neither a stuffed zero, a
+# restart marker nor another (fill) 0xFF. One byte of context, so the search is linear.
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _STANDALONE_MARKERS = frozenset((0x01, *range(0xD0, 0xD9)))
 
 # Only these decoders ever see the bytes: fewer parsers, less attack surface.
@@ -96,10 +96,17 @@ def jpeg_scan_count(data: bytes) -> int:
     scans, position = 0, 2  # after SOI
     while position + 4 <= len(data):
         if data[position] != 0xFF:
-            return scans  # not a marker: leave the rest to the decoder
+            # Junk between segments: libjpeg skips to the next 0xFF, and so does this.
+            position = data.find(b"\xff", position)
+            if position == -1:
+                return scans
+            continue
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte
             position += 1
+            continue
+        if marker == 0x00:  # not a marker: skipped by libjpeg too
+            position += 2
             continue
         if marker == 0xD9:  # EOI
             return scans

@@ -153,7 +153,11 @@ def _attach(
                 "face_index": face["face_index"],
                 "face_id": face["face_id"],
                 "uri": uri,
-                "landmarks": [{"x": x, "y": y} for x, y in aligned_face.landmarks],
+                # Found in the decoded image; stored in the file's pixels like the boxes.
+                "landmarks": [
+                    {"x": x * record.scale, "y": y * record.scale}
+                    for x, y in aligned_face.landmarks
+                ],
             }
         )
     result = {
