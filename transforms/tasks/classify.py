@@ -147,6 +147,7 @@ def export_onnx(weights_path: str, destination: Path) -> None:
             warnings.simplefilter("ignore")
             _export(torch, network, temporary)
         _check_export(torch, network, temporary)
+        os.chmod(temporary, 0o644)  # a shared cache or a worker image: readable by all
         os.replace(temporary, destination)
     finally:
         if os.path.exists(temporary):
