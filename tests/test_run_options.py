@@ -62,6 +62,7 @@ def test_planning_a_run_writes_nothing(small_corpus):
         (["--face-min-score", "1"], "--face-min-score must be between 0 and 1"),
         (["--face-min-size", "0"], "--face-min-size must be 0.005-1"),
         (["--match-threshold", "3"], "--match-threshold must be between 0 and 2"),
+        (["--match-candidates", "0"], "--match-candidates must be 1-100"),
         (["--facecrop-version", "a/b"], "facecrop version"),
         (["--steps", "faceprint,facecrop"], "'faceprint' is listed before 'facecrop'"),
     ],

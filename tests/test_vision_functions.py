@@ -157,9 +157,11 @@ def test_face_ids_are_pure_and_faces_numbered_left_to_right():
 
 
 def _gallery():
-    return match.Gallery.from_faces(
-        [("bob", np.full(128, 0.1)), ("ann", np.zeros(128)), ("bob", np.full(128, 0.2))]
-    )
+    return match.Gallery.from_faces(_gallery_faces())
+
+
+def _gallery_faces():
+    return [("bob", np.full(128, 0.1)), ("ann", np.zeros(128)), ("bob", np.full(128, 0.2))]
 
 
 def test_nearest_person_within_threshold():
@@ -171,6 +173,21 @@ def test_nearest_person_within_threshold():
     assert (
         match.nearest_people(match.Gallery.empty(), np.zeros((2, 128)), 0.5) == [(None, None)] * 2
     )
+
+
+def test_candidates_rank_every_person_by_their_nearest_photo_whatever_the_threshold():
+    gallery = match.Gallery.from_faces(
+        [*_gallery_faces(), ("cyd", np.full(128, 0.15)), ("dee", np.full(128, 3.0))]
+    )
+    faces = np.stack([np.full(128, 0.19), np.full(128, 5.0)])
+    ranked = match.ranked_people(gallery, faces, 3)
+    assert [name for name, _ in ranked[0]] == ["bob", "cyd", "ann"]  # bob's nearer photo
+    assert ranked[0][0][1] == pytest.approx(np.sqrt(128) * 0.01, rel=1e-4)
+    assert [name for name, _ in ranked[1]] == ["dee", "bob", "cyd"]  # far from all: still ranked
+    for row in ranked:
+        assert [d for _, d in row] == sorted(d for _, d in row)
+    assert match.ranked_people(gallery, faces, 10)[0][-1][0] == "dee"  # at most every person
+    assert match.ranked_people(match.Gallery.empty(), faces, 3) == [[], []]
 
 
 def test_clusters_link_close_faces_and_are_named_by_their_smallest_id():

@@ -118,6 +118,10 @@ def test_faces_table_matches_gallery_and_clusters_the_rest(sample_run):
     astronaut = faces["people/astronaut/astronaut.png"]
     assert astronaut["person"] == "eileen-collins" and astronaut["distance"] < 0.5
     assert astronaut["cluster_id"] is None
+    # Every gallery person is a ranked candidate, whatever the threshold.
+    candidates = astronaut["candidates"]
+    assert [c["person"] for c in candidates] == ["eileen-collins", "photographer"]
+    assert candidates[0]["distance"] == astronaut["distance"] < candidates[1]["distance"]
     assert len(astronaut["embedding"]) == 128 and len(astronaut["landmarks"]) == 5
     with Image.open(astronaut["crop_uri"]) as chip:
         assert chip.size == (150, 150)
@@ -203,6 +207,9 @@ def test_the_same_face_matches_after_edits_and_strangers_cluster(tmp_path, sampl
             assert face["person"] == "eileen-collins", (path, face["distance"])
         else:
             assert face["person"] is None and face["distance"] > 0.6, (path, face["distance"])
+            # No match, but the lead a reviewer checks is still there.
+            lead = {"person": "eileen-collins", "distance": face["distance"]}
+            assert face["candidates"] == [lead]
     cameraman = {by_path[p][0]["cluster_id"] for p in edits if p.startswith("cameraman/")}
     assert len(cameraman) == 1 and None not in cameraman
 

@@ -38,14 +38,17 @@ from transforms.tasks.faces.crop import CropFaces
 from transforms.tasks.faces.detection import DetectFaces, FaceDetectionSettings, box_of
 from transforms.tasks.faces.embed import EmbedFaces
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"  # 2: ranked candidates for every face
 GALLERY_STEP = "gallery"  # gallery work is reported as gallery.<step>
 # A gallery photo is known to show its person: accept a less certain detection.
 GALLERY_MIN_SCORE = 0.5
 DEFAULT_THRESHOLD = 0.5
+DEFAULT_CANDIDATES = 5
 FACE_CLUSTERS = "face_clusters"
 _BLOCK = 2048  # rows of the distance matrix computed at once
 
+# A gallery person and the distance to their nearest photo, for a reviewer.
+CANDIDATE = pa.struct([("person", pa.string()), ("distance", pa.float32())])
 RESULT_TYPE = pa.struct(
     [
         ("step_version", pa.string()),
@@ -60,6 +63,7 @@ RESULT_TYPE = pa.struct(
                         ("face_id", pa.string()),
                         ("person", pa.string()),
                         ("distance", pa.float32()),
+                        ("candidates", pa.list_(CANDIDATE)),
                     ]
                 )
             ),
@@ -98,20 +102,42 @@ class Gallery:
         )
 
 
+def ranked_people(
+    gallery: Gallery, embeddings: np.ndarray, count: int
+) -> list[list[tuple[str, float]]]:
+    """For each embedding: the `count` nearest gallery people, nearest first, each
+    with the distance to their nearest photo, whatever the threshold."""
+    if not len(gallery.people) or not len(embeddings):
+        return [[] for _ in range(len(embeddings))]
+    distances = np.linalg.norm(embeddings[:, None, :] - gallery.embeddings[None, :, :], axis=2)
+    per_person = np.stack(
+        [
+            distances[:, gallery.owners == person].min(axis=1)
+            for person in range(len(gallery.people))
+        ],
+        axis=1,
+    )
+    # A stable sort: people at the same distance stay in name order.
+    order = np.argsort(per_person, axis=1, kind="stable")[:, :count]
+    return [
+        [(gallery.people[person], float(per_person[row, person])) for person in ranked]
+        for row, ranked in enumerate(order)
+    ]
+
+
 def nearest_people(
     gallery: Gallery, embeddings: np.ndarray, threshold: float
 ) -> list[tuple[str | None, float | None]]:
     """For each embedding: (person within threshold or None, distance to the nearest)."""
-    if not len(gallery.people) or not len(embeddings):
-        return [(None, None)] * len(embeddings)
-    distances = np.linalg.norm(embeddings[:, None, :] - gallery.embeddings[None, :, :], axis=2)
-    nearest = distances.argmin(axis=1)
-    found = []
-    for row, column in enumerate(nearest):
-        distance = float(distances[row, column])
-        person = gallery.people[gallery.owners[column]] if distance <= threshold else None
-        found.append((person, distance))
-    return found
+    return [_decided(ranked, threshold) for ranked in ranked_people(gallery, embeddings, 1)]
+
+
+def _decided(ranked: list[tuple[str, float]], threshold: float) -> tuple[str | None, float | None]:
+    """The nearest candidate if within `threshold`, and its distance."""
+    if not ranked:
+        return None, None
+    person, distance = ranked[0]
+    return (person if distance <= threshold else None), distance
 
 
 def cluster_faces(face_ids: list[str], embeddings: np.ndarray, threshold: float) -> dict[str, str]:
@@ -291,16 +317,17 @@ class _BuildGallery(beam.PTransform):
         return gallery, errors
 
 
-def _match(record: ImageRecord, gallery: Gallery, threshold: float) -> ImageRecord:
+def _match(record: ImageRecord, gallery: Gallery, threshold: float, candidates: int) -> ImageRecord:
     if record.results.get(StepName.FACE_PRINT) is None:
         progress.counter(StepName.FACE_MATCH, "skipped_upstream_failed").inc()
         return record
     embeddings = record.results[StepName.FACE_PRINT]["embeddings"]
     vectors = np.array([e["embedding"] for e in embeddings], np.float32).reshape(-1, 128)
     matches = []
-    for embedding, (person, distance) in zip(
-        embeddings, nearest_people(gallery, vectors, threshold), strict=True
+    for embedding, ranked in zip(
+        embeddings, ranked_people(gallery, vectors, candidates), strict=True
     ):
+        person, distance = _decided(ranked, threshold)
         Metrics.counter(StepName.FACE_MATCH, "faces_matched" if person else "faces_unmatched").inc()
         matches.append(
             {
@@ -308,6 +335,7 @@ def _match(record: ImageRecord, gallery: Gallery, threshold: float) -> ImageReco
                 "face_id": embedding["face_id"],
                 "person": person,
                 "distance": distance,
+                "candidates": [{"person": name, "distance": d} for name, d in ranked],
             }
         )
     progress.counter(StepName.FACE_MATCH, "processed").inc()
@@ -356,9 +384,18 @@ class FaceMatchSettings:
         flag="--match-threshold",
     )
 
+    candidates: int = setting(
+        DEFAULT_CANDIDATES,
+        "gallery people listed for every face, nearest first, whatever the threshold: "
+        "the leads a reviewer checks",
+        flag="--match-candidates",
+    )
+
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 2.0:
             raise ValueError(f"--match-threshold must be between 0 and 2, got {self.threshold}")
+        if not 1 <= self.candidates <= 100:
+            raise ValueError(f"--match-candidates must be 1-100, got {self.candidates}")
 
 
 @dataclasses.dataclass(eq=False)
@@ -400,7 +437,9 @@ class MatchFaces(beam.PTransform):
             gallery_view = beam.pvalue.AsSingleton(
                 records.pipeline | "EmptyGallery" >> beam.Create([Gallery.empty()])
             )
-        matched = records | "Match" >> beam.Map(_match, gallery_view, threshold)
+        matched = records | "Match" >> beam.Map(
+            _match, gallery_view, threshold, self.settings.candidates
+        )
         clusters = (
             matched
             | "UnmatchedFaces" >> beam.FlatMap(_unmatched_faces)

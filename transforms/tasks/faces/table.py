@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from transforms.records import ImageRecord, StepName
 from transforms.tasks.faces.detection import BOX, KEYPOINT, POINT
+from transforms.tasks.faces.match import CANDIDATE
 
 FACES_SCHEMA = pa.schema(
     [
@@ -29,6 +30,7 @@ FACES_SCHEMA = pa.schema(
         ("embedding_model", pa.string()),
         ("person", pa.string()),
         ("distance", pa.float32()),
+        ("candidates", pa.list_(CANDIDATE)),
         ("cluster_id", pa.string()),
     ]
 )
@@ -41,7 +43,7 @@ FACE_STEP_COLUMNS = {
     ),
     StepName.FACE_CROP: ("crop_uri", "landmarks"),
     StepName.FACE_PRINT: ("embedding", "embedding_model"),
-    StepName.FACE_MATCH: ("person", "distance", "cluster_id"),
+    StepName.FACE_MATCH: ("person", "distance", "candidates", "cluster_id"),
 }  # fmt: skip
 
 
@@ -83,6 +85,7 @@ def face_rows(record: ImageRecord, clusters: Mapping[str, str]) -> list[dict[str
                 "embedding_model": prints["model"] if embedding is not None else None,
                 "person": match.get("person"),
                 "distance": match.get("distance"),
+                "candidates": match.get("candidates"),
                 "cluster_id": clusters.get(face["face_id"]),
             }
         )
