@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
@@ -454,7 +454,8 @@ def prepare_models(plan: RunPlan) -> None:
 def start(plan: RunPlan) -> PipelineResult:
     """Builds the graph for a validated plan, runs it and waits for it."""
     prepare_models(plan)
-    if local_runner.uses_default_runner(plan.pipeline_options):
+    local = local_runner.uses_default_runner(plan.pipeline_options)
+    if local:
         pipeline = beam.Pipeline(
             runner=local_runner.local_runner(plan.pipeline_options),
             options=plan.pipeline_options,
@@ -479,10 +480,7 @@ def start(plan: RunPlan) -> PipelineResult:
     # The job's quota service lives exactly as long as the pipeline.
     with (
         quota if quota is not None else contextlib.nullcontext(),
-        _progress(plan),
-        local_runner.interrupted_quietly()
-        if local_runner.uses_default_runner(plan.pipeline_options)
-        else contextlib.nullcontext(),
+        _on_local_runner(plan) if local else contextlib.nullcontext(),
     ):
         if quota is not None:
             _check_advertised(quota.url)
@@ -502,12 +500,13 @@ def _check_advertised(url: str) -> None:
         ) from None
 
 
-def _progress(plan: RunPlan) -> contextlib.AbstractContextManager:
-    """Progress while the pipeline runs, where the workers can report it (local runner)."""
-    if not local_runner.uses_default_runner(plan.pipeline_options):
-        return contextlib.nullcontext()
+@contextlib.contextmanager
+def _on_local_runner(plan: RunPlan) -> Iterator[None]:
+    """What the local runner's workers allow while they run: progress on this console
+    (they inherit its environment) and a quiet Ctrl-C."""
     steps = [step for step in plan.step_names if step != StepName.PIPELINE_OUTPUT]
-    return show_progress(steps, plan.images)
+    with show_progress(steps, plan.images), local_runner.interrupted_quietly():
+        yield
 
 
 def run(argv: list[str] | None = None) -> PipelineResult:

@@ -15,6 +15,8 @@ import os
 import re
 from urllib.parse import urlsplit
 
+from transforms.retry import describe
+
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 # Where `resolve` leaves an Azure AD sign-in's account URL (not a secret) for workers.
 ACCOUNT_URL_ENV = "IMAGINEM_AZURE_ACCOUNT_URL"
@@ -244,18 +246,12 @@ def check_reachable(access: AzureAccess, corpus_root: str) -> None:
     except HttpResponseError as error:
         if isinstance(error, ClientAuthenticationError) or error.status_code in (401, 403):
             raise AzureAccessError(
-                f"{where} refused the credential: {_first_line(error)}; check the account "
+                f"{where} refused the credential: {describe(error)}; check the account "
                 "key, SAS or sign-in"
             ) from None
-        raise AzureAccessError(
-            f"{where} answered {error.status_code}: {_first_line(error)}"
-        ) from None
+        raise AzureAccessError(f"{where} answered {error.status_code}: {describe(error)}") from None
     except AzureError as error:  # no connection, or no answer on it
         raise AzureAccessError(
-            f"cannot reach {where}: {_first_line(error)}; check the account name, the "
+            f"cannot reach {where}: {describe(error)}; check the account name, the "
             "endpoint in the connection string and the network"
         ) from None
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
