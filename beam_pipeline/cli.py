@@ -7,9 +7,11 @@ import sys
 
 from beam_pipeline.log_noise import console_handler
 
-USAGE = """usage: imaginem {ingest,run,diff,migrate,models,quota-server,sample-corpus,steps} ...
+USAGE = """usage: imaginem COMMAND [options]
   ingest DROP_DIR --corpus ROOT --version VERSION   copy a drop into the corpus
   run --corpus ROOT --version VERSION [--steps ...]  run the pipeline
+  report --corpus ROOT --version VERSION --out DIR  write an HTML report to review
+  review confirm|reject|name|list --corpus ROOT ...  record decisions about faces
   diff --corpus ROOT --from V1 --to V2              what changed, what V2 still needs
   migrate --corpus ROOT                              convert an older release's tables
   models export                                      convert models once (needs torch)
@@ -20,6 +22,8 @@ Add --help after a command for its options."""
 COMMAND_NAMES = (
     "ingest",
     "run",
+    "report",
+    "review",
     "diff",
     "migrate",
     "models",

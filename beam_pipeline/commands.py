@@ -1,4 +1,4 @@
-"""The `imaginem` commands: ingest, run, sample-corpus, steps."""
+"""The `imaginem` commands."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from beam_pipeline.arg_types import positive
 from beam_pipeline.diff import describe as describe_diff
 from beam_pipeline.diff import diff_versions, needed_results, stored_results
 from beam_pipeline.dry_run import estimate
+from beam_pipeline.report.build import report
+from beam_pipeline.review import review
 from beam_pipeline.summary import (
     describe_failures,
     summarize,
@@ -361,6 +363,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "migrate": migrate,
     "models": models,
     "quota-server": quota_server,
+    "report": report,
+    "review": review,
     "run": run,
     "sample-corpus": sample_corpus,
     "steps": steps,

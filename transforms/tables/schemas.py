@@ -19,6 +19,9 @@ FACES = "faces"
 ERRORS = "errors"
 TRANSFORMS = "transforms"
 RESULTS = "results"
+CANDIDATES = "candidates"
+CLUSTERS = "clusters"
+DECISIONS = "decisions"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +43,10 @@ TABLES = {
         TableSpec(ERRORS, ("corpus_version", "path", "step")),
         TableSpec(TRANSFORMS, ("transform_name", "transform_version"), ()),
         TableSpec(RESULTS, ("image_sha256", "step", "fingerprint"), ("step",)),
+        TableSpec(CANDIDATES, ("corpus_version", "source_path", "face_index", "rank")),
+        TableSpec(CLUSTERS, ("corpus_version", "cluster_id")),
+        # A decision holds for a face wherever it appears: not per version.
+        TableSpec(DECISIONS, ("face_id", "person"), ()),
     )
 }
 

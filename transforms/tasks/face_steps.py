@@ -17,6 +17,7 @@ from transforms.tasks.base import Step, StepContext
 from transforms.tasks.decode import DecodeImages, DecodeSettings
 from transforms.tasks.faces import crop, detection, embed, match
 from transforms.tasks.faces.crop import FaceCropSettings
+from transforms.tasks.faces.decisions import read_reviewed
 from transforms.tasks.faces.detection import FaceDetectionSettings
 from transforms.tasks.faces.match import FaceMatchSettings
 from transforms.tasks.on_api import on_chosen_backend
@@ -65,6 +66,7 @@ def _build_match(context: StepContext) -> match.MatchFaces:
     )
     return match.MatchFaces(
         gallery_images=gallery_images,
+        reviewed=read_reviewed(context.corpus_root),
         corpus_version=context.corpus_version,
         decode=decode,
         settings=settings,
@@ -112,7 +114,7 @@ STEPS = [
         depends_on=(StepName.FACE_PRINT,),
         result_type=match.RESULT_TYPE,
         settings=FaceMatchSettings,
-        side_outputs=(match.FACE_CLUSTERS,),
+        side_outputs=(match.FACE_CLUSTERS, match.CLUSTER_ROWS),
         description="match faces to a --gallery of people; cluster unknown faces",
         needs_pixels=False,
     ),

@@ -1,5 +1,5 @@
 """The `pipelineoutput` step: keep the run's new results, and merge its rows into the
-`images`, `faces` and `errors` Delta tables.
+`images`, `faces`, `candidates`, `clusters` and `errors` Delta tables.
 
 A run merges, never wipes: it updates the columns of the steps it included and
 leaves every other step's column as an earlier run left it. Rows of files that left
@@ -26,8 +26,15 @@ from transforms.tables.azure_sink import WriteAzureTables
 from transforms.tables.azure_tables import AzureTables
 from transforms.tables.result_store import ResultStore, StoreNewResults
 from transforms.tasks.base import Step, StepContext
-from transforms.tasks.faces.match import FACE_CLUSTERS, GALLERY_STEP
-from transforms.tasks.faces.table import FACE_STEP_COLUMNS, FACES_SCHEMA, face_rows
+from transforms.tasks.faces.match import CLUSTER_ROWS, FACE_CLUSTERS, GALLERY_STEP
+from transforms.tasks.faces.table import (
+    CANDIDATES_SCHEMA,
+    CLUSTERS_SCHEMA,
+    FACE_STEP_COLUMNS,
+    FACES_SCHEMA,
+    candidate_rows,
+    face_rows,
+)
 
 IMAGE_ROWS = "image_rows"
 ERROR_ROWS = "error_rows"
@@ -227,6 +234,8 @@ class WriteTables(beam.PTransform):
                 delete_unmatched=self._version_is(),
             )
             rows["faces"] = face_rows_
+        if StepName.FACE_MATCH in self.run_steps:
+            written.update(self._match_tables(outputs, rows["faces"]))
         if self.azure_tables is not None:
             written["azure"] = rows | "WriteAzureTables" >> WriteAzureTables(
                 self.azure_tables,
@@ -237,6 +246,21 @@ class WriteTables(beam.PTransform):
                 face_columns,
             )
         return written
+
+    def _match_tables(self, outputs, face_rows_) -> dict:
+        """The version's ranked candidates and clusters, replaced by this run's."""
+        version = self.corpus_version
+        candidates = face_rows_ | "CandidateRows" >> beam.FlatMap(candidate_rows)
+        clusters = outputs[CLUSTER_ROWS] | "ClusterRows" >> beam.Map(
+            lambda row: {"corpus_version": version, **row}
+        )
+        replace = {"delete_unmatched": self._version_is()}
+        return {
+            schemas.CANDIDATES: candidates
+            | "MergeCandidates" >> self._merge(schemas.CANDIDATES, CANDIDATES_SCHEMA, **replace),
+            schemas.CLUSTERS: clusters
+            | "MergeClusters" >> self._merge(schemas.CLUSTERS, CLUSTERS_SCHEMA, **replace),
+        }
 
     def _face_rows(self, outputs, records):
         clusters = _as_dict(outputs, FACE_CLUSTERS, "NoClusters")
@@ -272,6 +296,7 @@ STEP = Step(
     depends_on=(StepName.DECODE,),
     terminal=True,
     needs_pixels=False,
-    side_inputs=(ALIASES, FACE_CLUSTERS),
-    description="store new results; merge the images, faces and errors tables (always last)",
+    side_inputs=(ALIASES, FACE_CLUSTERS, CLUSTER_ROWS),
+    description="store new results; merge the images, faces, candidates, clusters and "
+    "errors tables (always last)",
 )

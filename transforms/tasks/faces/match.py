@@ -2,18 +2,20 @@
 
 The gallery is a folder (any Beam filesystem path) with one sub-folder per person
 holding one or more photos of them. It is read, and its faces embedded by the same
-detect/align/embed transforms as the corpus, once per run; the result reaches
-every worker as a side input. A face matches the person whose nearest gallery
-photo is within the threshold. Faces that match no one are grouped by single
-linkage at the same threshold, so one unknown person across many images gets one
-`cluster_id`: the smallest `face_id` in the group, a pure function of the faces.
+detect/align/embed transforms as the corpus, once per run; with the faces reviewers
+confirmed (`decisions`) it reaches every worker as a side input. A face matches the
+person whose nearest gallery photo is within the threshold, unless a reviewer said
+otherwise; every face also lists its nearest people, whatever the threshold, for
+review. Faces that match no one are grouped by single linkage at the same threshold,
+so one unknown person across many images gets one `cluster_id`: the smallest
+`face_id` in the group, a pure function of the faces.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -35,16 +37,20 @@ from transforms.records import (
 )
 from transforms.settings import setting
 from transforms.tasks.faces.crop import CropFaces
+from transforms.tasks.faces.decisions import Reviewed
 from transforms.tasks.faces.detection import DetectFaces, FaceDetectionSettings, box_of
 from transforms.tasks.faces.embed import EmbedFaces
 
-STEP_VERSION = "2"  # 2: ranked candidates for every face
+STEP_VERSION = "3"  # 2: ranked candidates for every face; 3: reviewers' decisions
 GALLERY_STEP = "gallery"  # gallery work is reported as gallery.<step>
 # A gallery photo is known to show its person: accept a less certain detection.
 GALLERY_MIN_SCORE = 0.5
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_CANDIDATES = 5
 FACE_CLUSTERS = "face_clusters"
+CLUSTER_ROWS = "cluster_rows"
+CONFIRMED = "confirmed"  # the `decision` of a face a reviewer said is its person
+NO_DECISIONS = Reviewed()
 _BLOCK = 2048  # rows of the distance matrix computed at once
 
 # A gallery person and the distance to their nearest photo, for a reviewer.
@@ -63,6 +69,7 @@ RESULT_TYPE = pa.struct(
                         ("face_id", pa.string()),
                         ("person", pa.string()),
                         ("distance", pa.float32()),
+                        ("decision", pa.string()),
                         ("candidates", pa.list_(CANDIDATE)),
                     ]
                 )
@@ -78,51 +85,99 @@ class GalleryError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Gallery:
-    """Embeddings of known people: row i of `embeddings` shows `people[owners[i]]`."""
+    """Embeddings of known people: row i of `embeddings` shows `people[owners[i]]`.
+
+    `face_ids[i]` names the corpus face a reviewer confirmed for row i, or is empty
+    for a gallery photo: a face is never compared with itself.
+    """
 
     people: tuple[str, ...]
     owners: np.ndarray  # (n,) int
     embeddings: np.ndarray  # (n, 128) float32
+    face_ids: np.ndarray  # (n,) object
 
     @classmethod
     def empty(cls) -> Gallery:
-        return cls((), np.zeros(0, np.int64), np.zeros((0, 128), np.float32))
+        return cls.from_faces([])
 
     @classmethod
-    def from_faces(cls, faces: Iterable[tuple[str, np.ndarray]]) -> Gallery:
-        faces = sorted(faces, key=lambda face: face[0])
-        people = tuple(sorted({person for person, _ in faces}))
-        if not faces:
-            return cls.empty()
+    def from_faces(
+        cls, faces: Iterable[tuple[str, np.ndarray]], confirmed: Iterable[tuple] = ()
+    ) -> Gallery:
+        """The gallery of (person, embedding) photos and (person, face_id, embedding)
+        faces a reviewer confirmed."""
+        rows = [(person, "", embedding) for person, embedding in faces] + list(confirmed)
+        rows.sort(key=lambda row: (row[0], row[1]))
+        people = tuple(sorted({person for person, _, _ in rows}))
         index = {person: i for i, person in enumerate(people)}
         return cls(
             people,
-            np.array([index[person] for person, _ in faces]),
-            np.stack([np.asarray(embedding, np.float32) for _, embedding in faces]),
+            np.array([index[person] for person, _, _ in rows], np.int64),
+            np.array([np.asarray(e, np.float32) for _, _, e in rows], np.float32).reshape(-1, 128),
+            np.array([face for _, face, _ in rows], object),
         )
 
+    def with_reviewed(self, reviewed: Reviewed) -> Gallery:
+        """This gallery and the faces reviewers confirmed as someone."""
+        photo = self.face_ids == ""
+        photos = [
+            (self.people[owner], embedding)
+            for owner, embedding in zip(self.owners[photo], self.embeddings[photo], strict=True)
+        ]
+        return Gallery.from_faces(photos, reviewed.gallery_faces)
 
-def ranked_people(
-    gallery: Gallery, embeddings: np.ndarray, count: int
-) -> list[list[tuple[str, float]]]:
-    """For each embedding: the `count` nearest gallery people, nearest first, each
-    with the distance to their nearest photo, whatever the threshold."""
-    if not len(gallery.people) or not len(embeddings):
-        return [[] for _ in range(len(embeddings))]
+
+def person_distances(
+    gallery: Gallery,
+    embeddings: np.ndarray,
+    face_ids: Sequence[str] = (),
+    reviewed: Reviewed = NO_DECISIONS,
+) -> np.ndarray:
+    """(faces, people): each face's distance to each person's nearest photo.
+
+    Infinite where a reviewer said the face is not that person; a face's own
+    confirmed embedding does not count as a photo of its person.
+    """
     distances = np.linalg.norm(embeddings[:, None, :] - gallery.embeddings[None, :, :], axis=2)
-    per_person = np.stack(
-        [
-            distances[:, gallery.owners == person].min(axis=1)
-            for person in range(len(gallery.people))
-        ],
-        axis=1,
-    )
+    if len(face_ids):
+        distances[np.array(face_ids, object)[:, None] == gallery.face_ids[None, :]] = np.inf
+    per_person = np.full((len(embeddings), len(gallery.people)), np.inf, np.float32)
+    for person in range(len(gallery.people)):
+        if len(embeddings):
+            per_person[:, person] = distances[:, gallery.owners == person].min(axis=1)
+    column = {person: i for i, person in enumerate(gallery.people)}
+    for row, face in enumerate(face_ids):
+        for person in reviewed.rejected.get(face, ()):
+            if person in column:
+                per_person[row, column[person]] = np.inf
+    return per_person
+
+
+def _ranked(gallery: Gallery, per_person: np.ndarray, count: int) -> list[list[tuple[str, float]]]:
     # A stable sort: people at the same distance stay in name order.
     order = np.argsort(per_person, axis=1, kind="stable")[:, :count]
     return [
-        [(gallery.people[person], float(per_person[row, person])) for person in ranked]
+        [
+            (gallery.people[person], float(per_person[row, person]))
+            for person in ranked
+            if np.isfinite(per_person[row, person])
+        ]
         for row, ranked in enumerate(order)
     ]
+
+
+def ranked_people(
+    gallery: Gallery,
+    embeddings: np.ndarray,
+    count: int,
+    face_ids: Sequence[str] = (),
+    reviewed: Reviewed = NO_DECISIONS,
+) -> list[list[tuple[str, float]]]:
+    """For each embedding: the `count` nearest gallery people, nearest first, each
+    with the distance to their nearest photo, whatever the threshold; people a
+    reviewer rejected for the face are left out."""
+    per_person = person_distances(gallery, embeddings, face_ids, reviewed)
+    return _ranked(gallery, per_person, count)
 
 
 def nearest_people(
@@ -138,6 +193,38 @@ def _decided(ranked: list[tuple[str, float]], threshold: float) -> tuple[str | N
         return None, None
     person, distance = ranked[0]
     return (person if distance <= threshold else None), distance
+
+
+def match_faces(
+    gallery: Gallery,
+    embeddings: np.ndarray,
+    face_ids: Sequence[str],
+    threshold: float,
+    count: int,
+    reviewed: Reviewed = NO_DECISIONS,
+) -> list[dict[str, Any]]:
+    """Each face's person, distance, ranked candidates and whether a reviewer decided.
+
+    A face a reviewer confirmed is that person, at the distance to their nearest
+    other photo (None if it is their only one); any other face is the nearest
+    person within `threshold` that no reviewer rejected for it.
+    """
+    per_person = person_distances(gallery, embeddings, face_ids, reviewed)
+    column = {person: i for i, person in enumerate(gallery.people)}
+    matches = []
+    for row, (face, ranked) in enumerate(
+        zip(face_ids, _ranked(gallery, per_person, count), strict=True)
+    ):
+        person, distance, decision = *_decided(ranked, threshold), None
+        if face in reviewed.confirmed:
+            person, decision = reviewed.confirmed[face], CONFIRMED
+            nearest = per_person[row, column[person]] if person in column else np.inf
+            distance = float(nearest) if np.isfinite(nearest) else None
+        candidates = [{"person": name, "distance": d} for name, d in ranked]
+        matches.append(
+            {"person": person, "distance": distance, "decision": decision, "candidates": candidates}
+        )
+    return matches
 
 
 def cluster_faces(face_ids: list[str], embeddings: np.ndarray, threshold: float) -> dict[str, str]:
@@ -317,27 +404,20 @@ class _BuildGallery(beam.PTransform):
         return gallery, errors
 
 
-def _match(record: ImageRecord, gallery: Gallery, threshold: float, candidates: int) -> ImageRecord:
+def _match(
+    record: ImageRecord, gallery: Gallery, threshold: float, candidates: int, reviewed: Reviewed
+) -> ImageRecord:
     if record.results.get(StepName.FACE_PRINT) is None:
         progress.counter(StepName.FACE_MATCH, "skipped_upstream_failed").inc()
         return record
     embeddings = record.results[StepName.FACE_PRINT]["embeddings"]
     vectors = np.array([e["embedding"] for e in embeddings], np.float32).reshape(-1, 128)
-    matches = []
-    for embedding, ranked in zip(
-        embeddings, ranked_people(gallery, vectors, candidates), strict=True
-    ):
-        person, distance = _decided(ranked, threshold)
-        Metrics.counter(StepName.FACE_MATCH, "faces_matched" if person else "faces_unmatched").inc()
-        matches.append(
-            {
-                "face_index": embedding["face_index"],
-                "face_id": embedding["face_id"],
-                "person": person,
-                "distance": distance,
-                "candidates": [{"person": name, "distance": d} for name, d in ranked],
-            }
-        )
+    face_ids = [e["face_id"] for e in embeddings]
+    matches = match_faces(gallery, vectors, face_ids, threshold, candidates, reviewed)
+    for embedding, match in zip(embeddings, matches, strict=True):
+        match.update(face_index=embedding["face_index"], face_id=embedding["face_id"])
+        matched = "faces_matched" if match["person"] else "faces_unmatched"
+        Metrics.counter(StepName.FACE_MATCH, matched).inc()
     progress.counter(StepName.FACE_MATCH, "processed").inc()
     result = {
         "step_version": STEP_VERSION,
@@ -349,6 +429,7 @@ def _match(record: ImageRecord, gallery: Gallery, threshold: float, candidates: 
 
 
 def _unmatched_faces(record: ImageRecord):
+    """(face_id, (embedding, nearest candidate or None)) of faces that matched no one."""
     result = record.results.get(StepName.FACE_MATCH)
     if result is None:
         return
@@ -357,16 +438,33 @@ def _unmatched_faces(record: ImageRecord):
     }
     for match in result["matches"]:
         if match["person"] is None:
-            yield match["face_id"], embeddings[match["face_id"]]
+            nearest = match["candidates"][0] if match["candidates"] else None
+            yield match["face_id"], (embeddings[match["face_id"]], nearest)
 
 
 def _clusters(faces: list[tuple[str, Any]], threshold: float):
+    """(face_id, cluster_id) of every unmatched face, and a `clusters` row per cluster:
+    its size and the gallery person nearest to any of its faces."""
     unique = dict(faces)  # an image present at two paths has the same faces
     face_ids = sorted(unique)
     if not face_ids:
         return
-    vectors = np.array([unique[face] for face in face_ids], np.float32)
-    yield from sorted(cluster_faces(face_ids, vectors, threshold).items())
+    vectors = np.array([unique[face][0] for face in face_ids], np.float32)
+    clusters = cluster_faces(face_ids, vectors, threshold)
+    yield from sorted(clusters.items())
+    members: dict[str, list[str]] = {}
+    for face, cluster in clusters.items():
+        members.setdefault(cluster, []).append(face)
+    for cluster, faces_in in sorted(members.items()):
+        nearby = [unique[face][1] for face in faces_in if unique[face][1] is not None]
+        nearest = min(nearby, key=lambda c: (c["distance"], c["person"]), default=None)
+        row = {
+            "cluster_id": cluster,
+            "size": len(faces_in),
+            "nearest_person": nearest and nearest["person"],
+            "distance": nearest and nearest["distance"],
+        }
+        yield beam.pvalue.TaggedOutput(CLUSTER_ROWS, row)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -409,11 +507,13 @@ class MatchFaces(beam.PTransform):
         settings: the largest embedding distance that counts as the same person.
         detection: the corpus's detector settings, reused on the gallery with the
             local model.
+        reviewed: reviewers' decisions: confirmed faces join the gallery; rejected
+            people are never a face's match or candidate.
 
     Returns:
         Outputs `records` (with a `facematch` result), `errors` (including gallery
-        photos without a usable face) and `face_clusters` ((face_id, cluster_id)
-        for every face that matched no one).
+        photos without a usable face), `face_clusters` ((face_id, cluster_id)
+        for every face that matched no one) and `cluster_rows` (a `clusters` row each).
     """
 
     gallery_images: list[tuple[str, str]]
@@ -421,6 +521,7 @@ class MatchFaces(beam.PTransform):
     decode: beam.PTransform
     settings: FaceMatchSettings = FaceMatchSettings()
     detection: FaceDetectionSettings = FaceDetectionSettings()
+    reviewed: Reviewed = NO_DECISIONS
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -431,19 +532,27 @@ class MatchFaces(beam.PTransform):
             gallery, gallery_errors = records.pipeline | "BuildGallery" >> _BuildGallery(
                 self.gallery_images, self.corpus_version, self.decode, self.detection
             )
-            gallery_view = beam.pvalue.AsSingleton(gallery)
         else:
             gallery_errors = records.pipeline | "NoGalleryErrors" >> beam.Create([])
-            gallery_view = beam.pvalue.AsSingleton(
-                records.pipeline | "EmptyGallery" >> beam.Create([Gallery.empty()])
-            )
+            gallery = records.pipeline | "EmptyGallery" >> beam.Create([Gallery.empty()])
+        gallery = gallery | "WithReviewedFaces" >> beam.Map(Gallery.with_reviewed, self.reviewed)
         matched = records | "Match" >> beam.Map(
-            _match, gallery_view, threshold, self.settings.candidates
+            _match,
+            beam.pvalue.AsSingleton(gallery),
+            threshold,
+            self.settings.candidates,
+            self.reviewed,
         )
         clusters = (
             matched
             | "UnmatchedFaces" >> beam.FlatMap(_unmatched_faces)
             | "CollectUnmatched" >> beam.combiners.ToList()
-            | "Cluster" >> beam.FlatMap(_clusters, threshold)
+            | "Cluster"
+            >> beam.FlatMap(_clusters, threshold).with_outputs(CLUSTER_ROWS, main=FACE_CLUSTERS)
         )
-        return {RECORDS: matched, ERRORS: gallery_errors, FACE_CLUSTERS: clusters}
+        return {
+            RECORDS: matched,
+            ERRORS: gallery_errors,
+            FACE_CLUSTERS: clusters[FACE_CLUSTERS],
+            CLUSTER_ROWS: clusters[CLUSTER_ROWS],
+        }

@@ -30,8 +30,34 @@ FACES_SCHEMA = pa.schema(
         ("embedding_model", pa.string()),
         ("person", pa.string()),
         ("distance", pa.float32()),
+        ("decision", pa.string()),  # "confirmed" when a reviewer named the person
         ("candidates", pa.list_(CANDIDATE)),
         ("cluster_id", pa.string()),
+    ]
+)
+
+# One row per face and candidate: the ranked leads, flat for queries.
+CANDIDATES_SCHEMA = pa.schema(
+    [
+        ("corpus_version", pa.string()),
+        ("source_path", pa.string()),
+        ("face_index", pa.int32()),
+        ("face_id", pa.string()),
+        ("rank", pa.int32()),  # 1 = nearest
+        ("person", pa.string()),
+        ("distance", pa.float32()),
+        ("matched", pa.bool_()),  # the face's match is this person
+    ]
+)
+
+# One row per cluster of faces that matched no one.
+CLUSTERS_SCHEMA = pa.schema(
+    [
+        ("corpus_version", pa.string()),
+        ("cluster_id", pa.string()),
+        ("size", pa.int32()),  # distinct faces
+        ("nearest_person", pa.string()),  # the gallery person nearest any of its faces
+        ("distance", pa.float32()),
     ]
 )
 
@@ -43,7 +69,7 @@ FACE_STEP_COLUMNS = {
     ),
     StepName.FACE_CROP: ("crop_uri", "landmarks"),
     StepName.FACE_PRINT: ("embedding", "embedding_model"),
-    StepName.FACE_MATCH: ("person", "distance", "candidates", "cluster_id"),
+    StepName.FACE_MATCH: ("person", "distance", "decision", "candidates", "cluster_id"),
 }  # fmt: skip
 
 
@@ -85,8 +111,26 @@ def face_rows(record: ImageRecord, clusters: Mapping[str, str]) -> list[dict[str
                 "embedding_model": prints["model"] if embedding is not None else None,
                 "person": match.get("person"),
                 "distance": match.get("distance"),
+                "decision": match.get("decision"),
                 "candidates": match.get("candidates"),
                 "cluster_id": clusters.get(face["face_id"]),
             }
         )
     return rows
+
+
+def candidate_rows(face: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The `candidates` rows of one `faces` row."""
+    return [
+        {
+            "corpus_version": face["corpus_version"],
+            "source_path": face["source_path"],
+            "face_index": face["face_index"],
+            "face_id": face["face_id"],
+            "rank": rank,
+            "person": candidate["person"],
+            "distance": candidate["distance"],
+            "matched": candidate["person"] == face["person"],
+        }
+        for rank, candidate in enumerate(face["candidates"] or (), start=1)
+    ]

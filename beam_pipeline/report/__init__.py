@@ -1,0 +1,1 @@
+"""`imaginem report`: the static HTML site a reviewer works from."""
