@@ -16,6 +16,18 @@ fi
 if [ ! -x tools/azurite/node_modules/.bin/azurite ]; then
   npm ci --prefix tools/azurite --no-audit --no-fund --loglevel=error
 fi
+# Debian's headless Chromium and its driver, for the report's page tests.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      chromium chromium-driver >/dev/null
+  else
+    echo "run_tests.sh: the report's page tests need Debian's chromium and chromium-driver:" \
+      "run as root, or apt-get install chromium chromium-driver first" >&2
+    exit 1
+  fi
+fi
 
 # The runtime requirements alone must resolve without torch or CUDA packages.
 "$VENV/bin/python" tools/check_runtime_requirements.py requirements.txt

@@ -56,3 +56,10 @@ Promise.all(images.map((image) => image.complete ? null : new Promise((resolve) 
   broken: images.filter((image) => !image.naturalWidth).map((image) => image.src),
 }));
 """
+
+
+def open_page(driver, folder: str, page: str) -> dict:
+    """Opens a report page from disk; {total, broken} of its images once all loaded."""
+    driver.set_script_timeout(60)
+    driver.get("file://" + os.path.join(os.path.abspath(folder), page))
+    return driver.execute_async_script(BROKEN_IMAGES)
