@@ -44,3 +44,20 @@ def sample_with_gallery(tmp_path_factory):
     build_sample_corpus(drop)
     build_sample_gallery(drop, gallery)
     return drop, gallery
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory, sample_with_gallery):
+    """The sample drop and gallery, ingested and run through every step once."""
+    from beam_pipeline.cli import main
+    from beam_pipeline.run import run
+    from tests.corpus_files import table_rows
+    from transforms.tables import schemas
+
+    drop, gallery = sample_with_gallery
+    root = str(tmp_path_factory.mktemp("vision") / "corpus")
+    assert main(["ingest", drop, "--corpus", root, "--version", "v1"]) == 0
+    result = run(["--corpus", root, "--version", "v1", "--gallery", gallery])
+    assert result.state == "DONE"
+    images = {row["source_path"]: row for row in table_rows(root, schemas.IMAGES)}
+    return {"drop": drop, "gallery": gallery, "root": root, "images": images, "result": result}

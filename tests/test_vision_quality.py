@@ -5,14 +5,12 @@ import io
 import json
 import os
 
-import pytest
 from PIL import Image
 
 from beam_pipeline.cli import main
 from beam_pipeline.run import run
 from beam_pipeline.summary import step_counters, summarize
 from tests.corpus_files import files_under, table_rows
-from transforms.corpus.sample import build_sample_corpus, build_sample_gallery
 from transforms.tables import schemas
 from transforms.tables.schemas import FACES
 from transforms.tasks import classify, ocr
@@ -20,20 +18,6 @@ from transforms.tasks.faces import blazeface, dlib_models
 from transforms.tasks.registry import load_registry
 
 RENDERED = "documents/rendered/"
-
-
-@pytest.fixture(scope="module")
-def sample_run(tmp_path_factory):
-    """The sample drop and gallery, ingested and run through every step once."""
-    base = tmp_path_factory.mktemp("vision")
-    drop, gallery, root = str(base / "drop"), str(base / "gallery"), str(base / "corpus")
-    build_sample_corpus(drop)
-    build_sample_gallery(drop, gallery)
-    assert main(["ingest", drop, "--corpus", root, "--version", "v1"]) == 0
-    result = run(["--corpus", root, "--version", "v1", "--gallery", gallery])
-    assert result.state == "DONE"
-    images = {row["source_path"]: row for row in table_rows(root, schemas.IMAGES)}
-    return {"drop": drop, "gallery": gallery, "root": root, "images": images, "result": result}
 
 
 def _labels(row):

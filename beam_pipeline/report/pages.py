@@ -170,7 +170,8 @@ def overview(site: Site) -> str:
     images = len(data.images)
     steps = "".join(
         f"<tr><td>{step}</td><td>{data.step_counts.get(step, 0)} of {images}</td>"
-        f"<td>{data.computed.get(step, 0)}</td><td>{by_step.get(step, 0)}</td></tr>"
+        f"<td>{data.computed.get(step, 0) if step != 'facematch' else 'runs every time'}</td>"
+        f"<td>{by_step.get(step, 0)}</td></tr>"
         for by_step in [Counter(error["step"] for error in data.errors)]
         for step in STEP_ORDER
     )
