@@ -106,6 +106,9 @@ def azure_runs(azurite, tmp_path_factory):
         "second": second,
         "partial": partial,
         "parquet": parquet,
+        "env": env,
+        "gallery": gallery,
+        "base": base,
     }
     del os.environ[azure_access.CONNECTION_STRING_ENV]
 
@@ -239,6 +242,27 @@ def test_a_new_version_of_the_same_drop_is_copied_inside_the_account(azure_runs)
         "0 new (0 bytes copied), 18 already in the corpus (linked, no bytes copied)"
         in azure_runs["outputs"]["ingest v2"]
     )
+
+
+def test_the_report_and_decisions_on_azure(azure_runs):
+    env, faces = azure_runs["env"], azure_runs["parquet"][FACES_PARQUET]
+    out = azure_runs["base"] / "report"
+    report = ("report", "--corpus", ROOT, "--version", "v1", "--out", str(out))
+    printed = _imaginem(*report, "--gallery", azure_runs["gallery"], env=env)
+    assert "18 images and" in printed and "could not be read" not in printed
+    # Every chip and thumbnail came from the blobs the run wrote.
+    assert len(list((out / "media" / "faces").iterdir())) == len({f["face_id"] for f in faces})
+    assert len(list((out / "media" / "images").iterdir())) == 18
+    people = (out / "people.html").read_text()
+    assert "eileen-collins" in people and "photographer" in people
+    camera = next(face for face in faces if face["person"] == "photographer")
+    review = ("review", "reject", "--corpus", ROOT, "--reviewer", "ana", "--person")
+    _imaginem(*review, "photographer", camera["face_id"], env=env)
+    listed = _imaginem("review", "list", "--corpus", ROOT, env=env)
+    assert "reject" in listed and camera["face_id"] in listed and "1 decision(s)" in listed
+    _imaginem(*report, env=env)
+    person_pages = [page.read_text() for page in out.glob("person-*.html")]
+    assert person_pages and not any(camera["face_id"] in page for page in person_pages)
 
 
 def test_help_shows_no_secret(azurite):

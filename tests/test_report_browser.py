@@ -32,9 +32,7 @@ def chromium():
         yield driver
 
 
-def test_every_picture_on_every_page_loads_and_nothing_is_fetched_from_elsewhere(
-    report, chromium
-):
+def test_every_picture_on_every_page_loads_and_nothing_is_fetched_from_elsewhere(report, chromium):
     os.makedirs(SCREENSHOTS, exist_ok=True)
     pages = sorted(os.path.basename(page) for page in glob.glob(os.path.join(report, "*.html")))
     assert {"index.html", "people.html", "candidates.html", "clusters.html", "images.html"} <= set(
