@@ -167,17 +167,11 @@ def _ranked(gallery: Gallery, per_person: np.ndarray, count: int) -> list[list[t
 
 
 def ranked_people(
-    gallery: Gallery,
-    embeddings: np.ndarray,
-    count: int,
-    face_ids: Sequence[str] = (),
-    reviewed: Reviewed = NO_DECISIONS,
+    gallery: Gallery, embeddings: np.ndarray, count: int
 ) -> list[list[tuple[str, float]]]:
     """For each embedding: the `count` nearest gallery people, nearest first, each
-    with the distance to their nearest photo, whatever the threshold; people a
-    reviewer rejected for the face are left out."""
-    per_person = person_distances(gallery, embeddings, face_ids, reviewed)
-    return _ranked(gallery, per_person, count)
+    with the distance to their nearest photo, whatever the threshold."""
+    return _ranked(gallery, person_distances(gallery, embeddings), count)
 
 
 def nearest_people(
