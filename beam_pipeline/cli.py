@@ -10,6 +10,7 @@ from beam_pipeline.log_noise import console_handler
 USAGE = """usage: imaginem COMMAND [options]
   ingest DROP_DIR --corpus ROOT --version VERSION   copy a drop into the corpus
   run --corpus ROOT --version VERSION [--steps ...]  run the pipeline
+  watch --corpus ROOT --version VERSION [--steps ...]  process images as they land
   report --corpus ROOT --version VERSION --out DIR  write an HTML report to review
   review confirm|reject|name|list --corpus ROOT ...  record decisions about faces
   diff --corpus ROOT --from V1 --to V2              what changed, what V2 still needs
@@ -22,6 +23,7 @@ Add --help after a command for its options."""
 COMMAND_NAMES = (
     "ingest",
     "run",
+    "watch",
     "report",
     "review",
     "diff",

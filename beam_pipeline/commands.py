@@ -28,6 +28,7 @@ from beam_pipeline.summary import (
     summary_record,
     write_summary_json,
 )
+from beam_pipeline.watch import watch
 from transforms import paths
 from transforms.corpus.ingest import (
     DEFAULT_MAX_PARALLEL,
@@ -368,4 +369,5 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "run": run,
     "sample-corpus": sample_corpus,
     "steps": steps,
+    "watch": watch,
 }

@@ -17,7 +17,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO
 
 from transforms import progress
@@ -52,6 +52,19 @@ class _Counts:
     def done(self, step: str) -> int:
         with self._lock:
             return sum(self._counts[progress.key(step, name)] for name in DONE)
+
+    def by_namespace(self) -> dict[str, dict[str, int]]:
+        """namespace -> counter name -> count, as the summary reads Beam's metrics."""
+        nested: dict[str, dict[str, int]] = collections.defaultdict(dict)
+        with self._lock:
+            for key, value in self._counts.items():
+                namespace, _, name = key.partition("/")
+                nested[namespace][name] = value
+        return nested
+
+    def count(self, namespace: str, name: str) -> int:
+        with self._lock:
+            return self._counts[progress.key(namespace, name)]
 
     def dropped(self, step: str) -> int:
         """Images `step` never sees: an earlier step could not read or decode them."""
@@ -97,9 +110,33 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-@contextlib.contextmanager
-def show_progress(steps: Sequence[str], total: int, stream: TextIO | None = None) -> Iterator[None]:
+def show_progress(steps: Sequence[str], total: int, stream: TextIO | None = None):
     """Shows the run's progress while the block runs (the pipeline's run)."""
+
+    def line(counts: _Counts, elapsed: float) -> str:
+        done = {step: counts.done(step) for step in steps}
+        dropped = {step: counts.dropped(step) for step in steps}
+        return describe(done, total, elapsed, dropped)
+
+    return showing(line, stream)
+
+
+def watch_line(counts: _Counts, elapsed: float) -> str:
+    """`watch: 12 seen · 10 committed · 1 failed · 2 in flight · 0.8 images/s`."""
+    seen, committed = counts.count("watch", "seen"), counts.count("watch", "committed")
+    failed = sum(counts.count(step, "failed") for step in _DROPPING)
+    rate = f" · {committed / elapsed:.1f} images/s" if elapsed > 0 and committed else ""
+    return (
+        f"watch: {seen} seen · {committed} committed · {failed} failed · "
+        f"{max(0, seen - committed)} in flight{rate}"
+    )
+
+
+@contextlib.contextmanager
+def showing(
+    line: Callable[[_Counts, float], str], stream: TextIO | None = None
+) -> Iterator[_Counts]:
+    """Shows `line(counts, seconds elapsed)` while the block runs; yields the counts."""
     stream = stream or sys.stderr
     counts = _Counts()
     stop = threading.Event()
@@ -108,18 +145,15 @@ def show_progress(steps: Sequence[str], total: int, stream: TextIO | None = None
     def draw() -> None:
         started, logged = time.monotonic(), time.monotonic()
         while not stop.wait(REDRAW_SECONDS):
-            elapsed = time.monotonic() - started
-            done = {step: counts.done(step) for step in steps}
-            dropped = {step: counts.dropped(step) for step in steps}
-            line = describe(done, total, elapsed, dropped)
+            text = line(counts, time.monotonic() - started)
             if on_terminal:
                 # One row, redrawn: a line wider than the terminal would wrap and scroll.
                 width = shutil.get_terminal_size().columns - 1
-                stream.write(f"\r{line[:width]}\x1b[K")
+                stream.write(f"\r{text[:width]}\x1b[K")
                 stream.flush()
             elif time.monotonic() - logged >= LOG_EVERY_SECONDS:
                 logged = time.monotonic()
-                LOGGER.info("Progress: %s", line)
+                LOGGER.info("Progress: %s", text)
 
     previous = os.environ.get(progress.PROGRESS_URL_ENV)
     with BackgroundServer(_Handler, counts) as server:
@@ -127,7 +161,7 @@ def show_progress(steps: Sequence[str], total: int, stream: TextIO | None = None
         drawer = threading.Thread(target=draw, daemon=True)
         drawer.start()
         try:
-            yield
+            yield counts
         finally:
             stop.set()
             drawer.join()

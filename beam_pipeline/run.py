@@ -22,10 +22,10 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.runner import PipelineResult, create_runner
 
 from beam_pipeline import api_options, azure_options, local_runner, step_options
+from beam_pipeline.arg_types import positive
 from beam_pipeline.progress_view import show_progress
 from transforms import paths
 from transforms.corpus.read import (
-    ALIASES,
     IMAGE_COLUMNS,
     ReadCorpus,
     hashes_of,
@@ -61,6 +61,9 @@ class UsageError(ValueError):
     """A bad flag, option or corpus reference; the message says what to fix."""
 
 
+DEFAULT_POLL_SECONDS = 2.0
+
+
 @dataclasses.dataclass(frozen=True)
 class RunPlan:
     """Everything a run needs, validated."""
@@ -75,6 +78,7 @@ class RunPlan:
     dry_run: bool = False  # only estimate the API calls
     summary_json: str | None = None  # where the summary also goes, as JSON
     images: int = 0  # distinct images of the version, what each step goes through
+    poll_seconds: float = DEFAULT_POLL_SECONDS  # a watch's listing interval
 
     @property
     def step_names(self) -> list[str]:
@@ -87,12 +91,26 @@ def _pre_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_parser(registry: dict[str, Step]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="imaginem run",
-        description="Run the pipeline's steps over one corpus version. Flags not listed "
-        "here go to Apache Beam (e.g. --runner, --direct_num_workers).",
-    )
+def build_parser(registry: dict[str, Step], watching: bool = False) -> argparse.ArgumentParser:
+    if watching:
+        parser = argparse.ArgumentParser(
+            prog="imaginem watch",
+            description="Process the images of one corpus version as they land, until "
+            "Ctrl-C or SIGTERM (which let the images in flight finish). Flags not listed "
+            "here go to Apache Beam (e.g. --runner, --streaming).",
+        )
+        parser.add_argument(
+            "--poll-seconds",
+            type=positive(float),
+            default=DEFAULT_POLL_SECONDS,
+            help="how often the version's folders are listed (default %(default)s)",
+        )
+    else:
+        parser = argparse.ArgumentParser(
+            prog="imaginem run",
+            description="Run the pipeline's steps over one corpus version. Flags not listed "
+            "here go to Apache Beam (e.g. --runner, --direct_num_workers).",
+        )
     parser.add_argument("--corpus", required=True, help="corpus root: a folder or a Beam URI")
     parser.add_argument("--version", required=True, help="corpus version to process")
     parser.add_argument(
@@ -159,7 +177,9 @@ def _prepare_azure_tables(tables: azure_tables.AzureTables) -> None:
         ) from error
 
 
-def _count_images(corpus_root: str, corpus_version: str) -> tuple[int, int]:
+def _count_images(
+    corpus_root: str, corpus_version: str, may_be_empty: bool = False
+) -> tuple[int, int]:
     """(files, distinct images to process) of the version, from one manifest read."""
     for table in schemas.TABLES:
         try:
@@ -172,7 +192,7 @@ def _count_images(corpus_root: str, corpus_version: str) -> tuple[int, int]:
             f"`imaginem migrate --corpus {corpus_root}` once to move them into the results table"
         )
     manifest = manifest_rows(corpus_root, corpus_version, IMAGE_COLUMNS)
-    if not manifest.num_rows:
+    if not manifest.num_rows and not may_be_empty:
         raise UsageError(
             f"corpus version {corpus_version!r} not found under {corpus_root}: "
             f"run `imaginem ingest DROP_DIR --corpus {corpus_root} --version {corpus_version}` "
@@ -250,8 +270,9 @@ def result_plan(
     )
 
 
-def plan_run(argv: list[str] | None) -> RunPlan:
-    """Parses and validates a run's command line.
+def plan_run(argv: list[str] | None, watching: bool = False) -> RunPlan:
+    """Parses and validates a run's command line (or a watch's: its version may be
+    empty so far).
 
     Raises:
         UsageError: anything that would make the run fail or do the wrong thing.
@@ -264,7 +285,7 @@ def plan_run(argv: list[str] | None) -> RunPlan:
         registry = load_registry(pre_args.step_module)
     except StepDefinitionError as error:
         raise UsageError(str(error)) from error
-    args, beam_flags = build_parser(registry).parse_known_args(argv)
+    args, beam_flags = build_parser(registry, watching).parse_known_args(argv)
     try:
         azure_options.check_beam_flags(beam_flags)
     except ValueError as error:
@@ -299,7 +320,7 @@ def plan_run(argv: list[str] | None) -> RunPlan:
             azure_tables.check_property_names([s.name for s in registry.values() if s.result_type])
         except ValueError as error:
             raise UsageError(str(error)) from error
-    files, images = _count_images(corpus_root, args.version)
+    files, images = _count_images(corpus_root, args.version, may_be_empty=watching)
     context = StepContext(
         corpus_root=corpus_root,
         corpus_version=args.version,
@@ -334,6 +355,7 @@ def plan_run(argv: list[str] | None) -> RunPlan:
         dry_run=args.dry_run,
         summary_json=args.summary_json,
         images=images,
+        poll_seconds=getattr(args, "poll_seconds", DEFAULT_POLL_SECONDS),
     )
 
 
@@ -414,11 +436,31 @@ def build_graph(pipeline: beam.Pipeline, plan: RunPlan):
     corpus = pipeline | "ReadCorpus" >> ReadCorpus(
         context.corpus_root, context.corpus_version, context.results, context.result_store
     )
-    records, errors, side_outputs = corpus[RECORDS], [corpus[ERRORS]], {ALIASES: corpus[ALIASES]}
+    records, errors, side_outputs = run_steps(plan, corpus)
+    all_errors = errors | "CollectErrors" >> beam.Flatten()
+    terminal_step, terminal_label, terminal_transform = _labelled(plan)[-1]
+    terminal_input = {
+        **_side_inputs(terminal_step, side_outputs),
+        RECORDS: records,
+        ERRORS: all_errors,
+    }
+    return terminal_input | terminal_label >> terminal_transform
+
+
+def _labelled(plan: RunPlan) -> list[tuple[Step, str, beam.PTransform]]:
+    return list(zip(plan.steps, _labels(plan.transforms, plan.steps), plan.transforms, strict=True))
+
+
+def run_steps(plan: RunPlan, source: Mapping[str, beam.PCollection]):
+    """Every step but the terminal one, in order, on the records of `source`.
+
+    Returns:
+        (records, the errors of the source and of each step, side outputs by tag).
+    """
+    records, errors = source[RECORDS], [source[ERRORS]]
+    side_outputs = {tag: source[tag] for tag in source if tag not in (RECORDS, ERRORS)}
     with_pixels = True
-    *steps, terminal = zip(
-        plan.steps, _labels(plan.transforms, plan.steps), plan.transforms, strict=True
-    )
+    steps = _labelled(plan)[:-1]
     for index, (step, label, transform) in enumerate(steps):
         if with_pixels and not any(later.needs_pixels for later, _, _ in steps[index:]):
             records = records | "ReleasePixels" >> beam.Map(ImageRecord.without_pixels)
@@ -428,14 +470,7 @@ def build_graph(pipeline: beam.Pipeline, plan: RunPlan):
         records = outputs[RECORDS]
         errors.append(outputs[ERRORS])
         side_outputs.update({tag: outputs[tag] for tag in step.side_outputs})
-    all_errors = errors | "CollectErrors" >> beam.Flatten()
-    terminal_step, terminal_label, terminal_transform = terminal
-    terminal_input = {
-        **_side_inputs(terminal_step, side_outputs),
-        RECORDS: records,
-        ERRORS: all_errors,
-    }
-    return terminal_input | terminal_label >> terminal_transform
+    return records, errors, side_outputs
 
 
 def _side_inputs(step: Step, side_outputs: Mapping[str, beam.PCollection]) -> dict:

@@ -145,6 +145,27 @@ def summarize(
     return "\n".join(lines)
 
 
+def summarize_watch(
+    counters: dict[str, dict[str, int]],
+    corpus_root: str,
+    corpus_version: str,
+    steps: list[str],
+    seconds: float,
+) -> str:
+    """A watch's summary, from the counts its workers reported while it ran."""
+    watch = counters.get("watch", {})
+    lines = [
+        f"Watch of {corpus_root} version {corpus_version}: stopped after {seconds:.0f} s",
+        f"  {'new files':<16} {watch.get('seen', 0)} seen, {watch.get('committed', 0)} "
+        "committed to the tables",
+        f"  {'read':<16} {_describe(counters.get(READ_STEP, {}))}",
+    ]
+    for step in steps:
+        if step != StepName.PIPELINE_OUTPUT:
+            lines.append(f"  {step:<16} {_describe(counters.get(step, {}))}")
+    return "\n".join(lines)
+
+
 MAX_FAILURES_SHOWN = 10
 
 

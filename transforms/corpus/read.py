@@ -121,6 +121,24 @@ def _newest(stored: list[tuple[str, object, str]]) -> dict[str, object]:
     }
 
 
+def start_record(
+    entries: list[ManifestEntry], stored: list, plan: ResultPlan | None, data: bytes | None = None
+) -> ImageRecord:
+    """The record of one content: its files, its stored results, the steps it runs."""
+    recompute = plan.recompute if plan else frozenset()
+    # A step computed again starts without its old result: a failure leaves none.
+    results = {s: r for s, r in _newest(stored).items() if s not in recompute}
+    return ImageRecord(
+        entry=entries[0],
+        aliases=tuple(entries[1:]),
+        data=data,
+        results=results,
+        pending=plan.pending(results) if plan else None,
+        reused=frozenset(results),
+        **(with_decoded(results.get(StepName.DECODE)) if StepName.DECODE in results else {}),
+    )
+
+
 class _StartImages(beam.DoFn):
     """One record per distinct content, with its stored results and pending steps.
 
@@ -148,17 +166,7 @@ class _StartImages(beam.DoFn):
             error = RejectedAtIngestError(entries[0].rejected_reason)
             yield _error(entries[0], INGEST_STEP, error)
             return
-        recompute = self._plan.recompute if self._plan else frozenset()
-        # A step computed again starts without its old result: a failure leaves none.
-        results = {s: r for s, r in _newest(stored).items() if s not in recompute}
-        record = ImageRecord(
-            entry=entries[0],
-            aliases=tuple(entries[1:]),
-            results=results,
-            pending=self._plan.pending(results) if self._plan else None,
-            reused=frozenset(results),
-            **(with_decoded(results.get(StepName.DECODE)) if StepName.DECODE in results else {}),
-        )
+        record = start_record(entries, stored, self._plan)
         if record.must_run(StepName.DECODE):
             yield beam.pvalue.TaggedOutput(_TO_READ, record)
         else:

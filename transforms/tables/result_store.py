@@ -140,6 +140,13 @@ class ResultStore:
                 found.setdefault(sha, set()).add(step)
         return found
 
+    def stored_results(self, plan: ResultPlan, image_sha256: str) -> list[tuple[str, Any, str]]:
+        """(step, computed_at, result JSON) of every stored result the plan can use
+        for one image."""
+        wanted = plan.wanted() & (pads.field("image_sha256") == image_sha256)
+        table = delta.read(self.location, _COLUMNS[1:], wanted)
+        return list(zip(*(column.to_pylist() for column in table.columns), strict=True))
+
 
 _COLUMNS = ("image_sha256", "step", "computed_at", "result")
 

@@ -41,20 +41,20 @@ ERROR_ROWS = "error_rows"
 FACE_ROWS = "face_rows"
 
 
-def _image_rows(record: ImageRecord, step_columns: dict[str, pa.DataType]):
+def image_rows(record: ImageRecord, step_columns: dict[str, pa.DataType]):
     for entry in record.entries:
         Metrics.counter(StepName.PIPELINE_OUTPUT, IMAGE_ROWS).inc()
         yield schemas.image_row(dataclasses.replace(record, entry=entry), step_columns)
 
 
-def _face_rows(record: ImageRecord, clusters: dict[str, str]):
+def record_face_rows(record: ImageRecord, clusters: dict[str, str]):
     for entry in record.entries:
         rows = face_rows(dataclasses.replace(record, entry=entry), clusters)
         Metrics.counter(StepName.PIPELINE_OUTPUT, FACE_ROWS).inc(len(rows))
         yield from rows
 
 
-def _error_rows(error: ErrorRecord, aliases: dict):
+def error_rows(error: ErrorRecord, aliases: dict):
     """The error's row, and one for every other file with the same bytes: a step that
     failed on the content failed for each of them (reading failed for one file only)."""
     rows = [schemas.error_row(error)]
@@ -196,11 +196,11 @@ class WriteTables(beam.PTransform):
         records = outputs[RECORDS]
         if self.store is not None:
             records = records | "StoreNewResults" >> StoreNewResults(self.store, self.fingerprints)
-        image_rows = records | "ImageRows" >> beam.FlatMap(_image_rows, step_columns)
+        image_rows_ = records | "ImageRows" >> beam.FlatMap(image_rows, step_columns)
         run_columns = [step for step in self.run_steps if step in step_columns]
         keys = schemas.TABLES[schemas.IMAGES].keys
         base_columns = [f.name for f in schemas.images_schema({}) if f.name not in keys]
-        images = image_rows | "MergeImages" >> self._merge(
+        images = image_rows_ | "MergeImages" >> self._merge(
             schemas.IMAGES,
             schemas.images_schema(step_columns),
             update_columns=tuple(base_columns + run_columns),
@@ -209,14 +209,14 @@ class WriteTables(beam.PTransform):
         aliases = _as_dict(outputs, ALIASES, "NoAliases")
         errors = (
             outputs[ERRORS]
-            | "ErrorRows" >> beam.FlatMap(_error_rows, aliases)
+            | "ErrorRows" >> beam.FlatMap(error_rows, aliases)
             | "MergeErrors"
             >> self._merge(
                 schemas.ERRORS, schemas.ERRORS_SCHEMA, delete_unmatched=self._error_steps()
             )
         )
         written = {schemas.IMAGES: images, schemas.ERRORS: errors}
-        rows = {"images": image_rows}
+        rows = {"images": image_rows_}
         face_columns = tuple(
             column
             for step, columns in FACE_STEP_COLUMNS.items()
@@ -264,7 +264,7 @@ class WriteTables(beam.PTransform):
 
     def _face_rows(self, outputs, records):
         clusters = _as_dict(outputs, FACE_CLUSTERS, "NoClusters")
-        return records | "FaceRows" >> beam.FlatMap(_face_rows, clusters)
+        return records | "FaceRows" >> beam.FlatMap(record_face_rows, clusters)
 
 
 def _as_dict(outputs: dict, tag: str, label: str):

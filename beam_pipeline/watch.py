@@ -1,0 +1,180 @@
+"""`imaginem watch`: the images of a version processed as they land.
+
+The same steps, options and result store as `imaginem run`, in an unbounded
+pipeline: `WatchVersion` lists the version's folders every few seconds and lets each
+new file through once; the steps run; each image's results are stored and its rows
+committed within seconds (`CommitEach`). Files whose rows are in the tables and
+whose results are all stored are not started again, so a restart computes nothing
+twice.
+
+Ctrl-C or SIGTERM drains: the source stops listing, the images in flight finish and
+commit, and the summary prints. A second Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+import apache_beam as beam
+import pyarrow.dataset as pads
+
+from beam_pipeline import local_runner
+from beam_pipeline import run as run_command
+from beam_pipeline.progress_view import showing, watch_line
+from beam_pipeline.summary import NO_METRICS, describe_failures, summarize_watch
+from transforms import paths
+from transforms.corpus.arrivals import WatchVersion
+from transforms.records import INGEST_STEP, READ_STEP
+from transforms.tables import delta, schemas
+from transforms.tables.result_store import StoreNewResults
+from transforms.tasks.commit_each import CommitEach, CommitSettings
+
+LOGGER = logging.getLogger("imaginem")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def already_done(plan: run_command.RunPlan) -> frozenset[str]:
+    """URIs of the version's files that need nothing more: their rows are in the tables
+    and every result the watch's steps store is stored for them, or their content
+    failed a step (its error row is there)."""
+    context = plan.context
+    root, version = context.corpus_root, context.corpus_version
+    images = delta.read(
+        delta.location(root, schemas.IMAGES),
+        ("set_path", "file_name", "image_sha256"),
+        delta.version_filter(version),
+    ).to_pylist()
+    results = context.results
+    stored = context.result_store.stored_steps(results, {row["image_sha256"] for row in images})
+    needed = set(results.fingerprints)
+    done = {
+        paths.original_uri(root, row["set_path"], version, row["file_name"])
+        for row in images
+        if needed <= stored.get(row["image_sha256"], set())
+    }
+    failed = delta.read(
+        delta.location(root, schemas.ERRORS),
+        ("path",),
+        delta.version_filter(version) & ~pads.field("step").isin([INGEST_STEP, READ_STEP]),
+    ).to_pylist()
+    for row in failed:
+        set_path, _, name = row["path"].rpartition("/")
+        done.add(paths.original_uri(root, set_path, version, name))
+    return frozenset(done)
+
+
+def build_watch(pipeline: beam.Pipeline, plan: run_command.RunPlan, stop_file: str) -> None:
+    """WatchVersion, the steps, then each image's results stored and rows committed."""
+    context = plan.context
+    source = pipeline | "WatchVersion" >> WatchVersion(
+        context.corpus_root,
+        context.corpus_version,
+        context.results,
+        context.result_store,
+        stop_file,
+        already_done(plan),
+        plan.poll_seconds,
+    )
+    records, errors, _ = run_command.run_steps(plan, source)
+    stored = records | "StoreNewResults" >> StoreNewResults(
+        context.result_store, context.results.fingerprints
+    )
+    settings = CommitSettings(
+        context.corpus_root, context.corpus_version, context.step_columns, context.run_steps
+    )
+    _ = stored | "CommitImages" >> CommitEach(settings)
+    for number, step_errors in enumerate(errors):
+        _ = step_errors | f"CommitErrors{number}" >> CommitEach(settings)
+
+
+@contextlib.contextmanager
+def draining(stop_file: str) -> Iterator[None]:
+    """The first Ctrl-C or SIGTERM writes the stop file: the source ends and the
+    images in flight finish. A second Ctrl-C goes to the handler that was there."""
+    at_once = signal.getsignal(signal.SIGINT)
+
+    def drain(signum, frame) -> None:
+        with open(stop_file, "w"):
+            pass
+        print(
+            "\nStopping: the images in flight finish and commit (Ctrl-C again stops at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+        signal.signal(signal.SIGINT, at_once)
+
+    previous = {sig: signal.signal(sig, drain) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(plan: run_command.RunPlan, stop_file: str):
+    run_command.prepare_models(plan)
+    local = local_runner.uses_default_runner(plan.pipeline_options)
+    runner = local_runner.local_runner(plan.pipeline_options) if local else None
+    pipeline = beam.Pipeline(runner=runner, options=plan.pipeline_options)
+    build_watch(pipeline, plan, stop_file)
+    context = plan.context
+    LOGGER.info(
+        "Watching %s version %s with steps %s: new images are processed as they land; Ctrl-C stops",
+        context.corpus_root,
+        context.corpus_version,
+        ",".join(plan.step_names),
+    )
+    started = time.monotonic()
+    with (
+        showing(watch_line) if local else contextlib.nullcontext() as counts,
+        local_runner.interrupted_quietly() if local else contextlib.nullcontext(),
+        draining(stop_file),
+    ):
+        result = pipeline.run()
+        result.wait_until_finish()
+    # Beam's own metrics nest a level per bundle, too deep to read after a long watch.
+    if counts is None:
+        return result, NO_METRICS
+    summary = summarize_watch(
+        counts.by_namespace(),
+        context.corpus_root,
+        context.corpus_version,
+        plan.step_names,
+        time.monotonic() - started,
+    )
+    return result, summary
+
+
+def watch(argv: list[str]) -> int:
+    try:
+        plan = run_command.plan_run(argv, watching=True)
+        if plan.dry_run or plan.summary_json:
+            raise run_command.UsageError(
+                "--dry-run and --summary-json are for batch runs: use imaginem run"
+            )
+        run_command.prepare_outputs(plan)
+    except run_command.UsageError as error:
+        print(f"imaginem watch: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    context = plan.context
+    with tempfile.TemporaryDirectory(prefix="imaginem-watch-") as folder:
+        try:
+            result, summary = _run(plan, os.path.join(folder, "stop"))
+        except KeyboardInterrupt:
+            print("imaginem watch: stopped at once; what was committed stays", file=sys.stderr)
+            return 130
+        except Exception as error:  # noqa: BLE001 - end on a one-line reason after the traceback
+            LOGGER.exception("pipeline failed")
+            print(f"imaginem watch: the pipeline failed: {type(error).__name__}: {error}")
+            return EXIT_FAILED
+    print(summary)
+    if failures := describe_failures(context.corpus_root, context.corpus_version, plan.step_names):
+        print(failures)
+    return EXIT_OK if result.state == "DONE" else EXIT_FAILED
