@@ -13,6 +13,7 @@ commit, and the summary prints. A second Ctrl-C stops at once.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
@@ -25,12 +26,15 @@ from collections.abc import Iterator
 import apache_beam as beam
 import pyarrow.dataset as pads
 
-from beam_pipeline import local_runner
+from beam_pipeline import azure_options, local_runner
 from beam_pipeline import run as run_command
 from beam_pipeline.progress_view import showing, watch_line
 from beam_pipeline.summary import NO_METRICS, describe_failures, summarize_watch
 from transforms import paths
 from transforms.corpus.arrivals import WatchVersion
+from transforms.io.azure_access import is_azfs
+from transforms.io.blobs import BlobContainer
+from transforms.io.storage import absolute_root
 from transforms.records import INGEST_STEP, READ_STEP
 from transforms.tables import delta, schemas
 from transforms.tables.result_store import StoreNewResults
@@ -152,15 +156,30 @@ def _run(plan: run_command.RunPlan, stop_file: str):
     return result, summary
 
 
+def _create_container(argv: list[str]) -> None:
+    """A watch may start before anything was ingested: the container must exist for
+    its tables to be looked up."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--corpus")
+    azure_options.add_arguments(parser)
+    args, _ = parser.parse_known_args(argv)
+    if not args.corpus or not is_azfs(args.corpus):
+        return
+    root = absolute_root(args.corpus)
+    azure = azure_options.resolve(args, root)
+    BlobContainer(azure.access, root).create_container()
+
+
 def watch(argv: list[str]) -> int:
     try:
+        _create_container(argv)
         plan = run_command.plan_run(argv, watching=True)
         if plan.dry_run or plan.summary_json:
             raise run_command.UsageError(
                 "--dry-run and --summary-json are for batch runs: use imaginem run"
             )
         run_command.prepare_outputs(plan)
-    except run_command.UsageError as error:
+    except (run_command.UsageError, ValueError) as error:
         print(f"imaginem watch: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     context = plan.context

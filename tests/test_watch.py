@@ -10,11 +10,15 @@ import sys
 import time
 
 import pytest
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from tests import image_factory
+from tests.azurite import ACCOUNT, ACCOUNT_KEY
 from tests.corpus_files import table_rows
 from transforms.corpus.arrivals import arrived_entry
 from transforms.corpus.ingest import ingest_drop
+from transforms.io import azure_access
 from transforms.tables import schemas
 
 STEPS = "thumbnail,facedetection"
@@ -42,7 +46,7 @@ def test_an_arrival_is_a_file_of_the_version_under_its_set():
         assert arrived_entry(root, "v1", other) is None, other
 
 
-def _start(root, *extra):
+def _start(root, *extra, env=None):
     return subprocess.Popen(
         [
             sys.executable,
@@ -62,6 +66,7 @@ def _start(root, *extra):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
         start_new_session=True,  # a Ctrl-C at the test's terminal is not the watch's
     )
 
@@ -146,3 +151,26 @@ def test_watch_processes_ingests_as_they_land_and_restarts_without_recomputing(t
     # Same bytes as b.png: every result came from the store.
     assert "thumbnail        0 processed" in out and "facedetection    0 processed" in out
     assert len(table_rows(root, schemas.RESULTS)) == len(results)
+
+
+def test_watch_on_azure_blob_storage(azurite, tmp_path, drops, monkeypatch):
+    """The same on an azfs:// root on Azurite: listed, read and committed through Azure."""
+    root = f"azfs://{ACCOUNT}/watched"
+    monkeypatch.setenv(azure_access.CONNECTION_STRING_ENV, azurite.connection_string)
+    FileSystems.set_options(PipelineOptions([]))
+    env = dict(os.environ)
+    process = _start(root, env=env)
+    try:
+        time.sleep(8)
+        assert process.poll() is None, process.communicate()
+        since = time.monotonic()
+        ingest = [sys.executable, "-m", "beam_pipeline.cli", "ingest", str(drops[0])]
+        subprocess.run([*ingest, "--corpus", root, "--version", "v1"], env=env, check=True)
+        arrived = _arrival_seconds(root, ["people/a.png"], since)
+        _arrival_seconds(root, ["people/broken.jpg"], since, schemas.ERRORS, "path")
+    finally:
+        code, out, err = _stop(process)
+    assert code == 0, err
+    assert arrived < ARRIVAL_LIMIT
+    assert "2 seen, 2 committed" in out
+    assert azurite.connection_string not in out + err and ACCOUNT_KEY not in out + err
