@@ -16,6 +16,8 @@ setup(
         # The Azure Table copy of the metadata (Beam's azure extra has only blobs).
         "azure-data-tables>=12.4",
         "azure-identity>=1.15",
+        # Blob-created events that `imaginem watch --queue` reads.
+        "azure-storage-queue>=12.10",
         "pyarrow>=18,<26",
         # The metadata tables. 1.1 to 1.6 fail on Azure's emulator after the first
         # commit ("Invalid table version"); 1.0.2 is verified on local folders and Azurite.

@@ -21,8 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, create_runner
 
-from beam_pipeline import api_options, azure_options, local_runner, step_options
-from beam_pipeline.arg_types import positive
+from beam_pipeline import api_options, azure_options, local_runner, step_options, watch_options
 from beam_pipeline.progress_view import show_progress
 from transforms import paths
 from transforms.corpus.read import (
@@ -61,9 +60,6 @@ class UsageError(ValueError):
     """A bad flag, option or corpus reference; the message says what to fix."""
 
 
-DEFAULT_POLL_SECONDS = 2.0
-
-
 @dataclasses.dataclass(frozen=True)
 class RunPlan:
     """Everything a run needs, validated."""
@@ -78,7 +74,6 @@ class RunPlan:
     dry_run: bool = False  # only estimate the API calls
     summary_json: str | None = None  # where the summary also goes, as JSON
     images: int = 0  # distinct images of the version, what each step goes through
-    poll_seconds: float = DEFAULT_POLL_SECONDS  # a watch's listing interval
 
     @property
     def step_names(self) -> list[str]:
@@ -99,12 +94,7 @@ def build_parser(registry: dict[str, Step], watching: bool = False) -> argparse.
             "Ctrl-C or SIGTERM (which let the images in flight finish). Flags not listed "
             "here go to Apache Beam (e.g. --runner, --streaming).",
         )
-        parser.add_argument(
-            "--poll-seconds",
-            type=positive(float),
-            default=DEFAULT_POLL_SECONDS,
-            help="how often the version's folders are listed (default %(default)s)",
-        )
+        watch_options.add_arguments(parser)
     else:
         parser = argparse.ArgumentParser(
             prog="imaginem run",
@@ -355,7 +345,6 @@ def plan_run(argv: list[str] | None, watching: bool = False) -> RunPlan:
         dry_run=args.dry_run,
         summary_json=args.summary_json,
         images=images,
-        poll_seconds=getattr(args, "poll_seconds", DEFAULT_POLL_SECONDS),
     )
 
 

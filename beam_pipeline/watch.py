@@ -26,22 +26,24 @@ from collections.abc import Iterator
 import apache_beam as beam
 import pyarrow.dataset as pads
 
-from beam_pipeline import azure_options, local_runner
+from beam_pipeline import azure_options, local_runner, watch_options
 from beam_pipeline import run as run_command
 from beam_pipeline.progress_view import showing, watch_line
 from beam_pipeline.summary import NO_METRICS, describe_failures, summarize_watch
 from transforms import paths
-from transforms.corpus.arrivals import WatchVersion
+from transforms.corpus.arrivals import QueueSettings, WatchVersion
 from transforms.io.azure_access import is_azfs
 from transforms.io.blobs import BlobContainer
 from transforms.io.storage import absolute_root
 from transforms.records import INGEST_STEP, READ_STEP
+from transforms.retry import describe
 from transforms.tables import delta, schemas
 from transforms.tables.result_store import StoreNewResults
 from transforms.tasks.commit_each import CommitEach, CommitSettings
 
 LOGGER = logging.getLogger("imaginem")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+QUEUE_LAG_SECONDS = 5.0
 
 
 def already_done(plan: run_command.RunPlan) -> frozenset[str]:
@@ -74,7 +76,59 @@ def already_done(plan: run_command.RunPlan) -> frozenset[str]:
     return frozenset(done)
 
 
-def build_watch(pipeline: beam.Pipeline, plan: run_command.RunPlan, stop_file: str) -> None:
+def queue_settings(plan: run_command.RunPlan, flags) -> QueueSettings | None:
+    """The queue the watch reads, if `--queue` names one.
+
+    Raises:
+        UsageError: a queue for a corpus that is not on Azure.
+    """
+    if not flags.queue:
+        return None
+    access = plan.context.result_store.access
+    if access is None:
+        raise run_command.UsageError(
+            "--queue reads a Storage Queue of the corpus's account: the corpus must be an "
+            "azfs:// root"
+        )
+    return QueueSettings(flags.queue, access, flags.queue_visibility_seconds)
+
+
+def check_queue(queue: QueueSettings) -> None:
+    """Raises UsageError if the queue cannot be read."""
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+    try:
+        queue.access.queue_client(queue.name).get_queue_properties()
+    except ResourceNotFoundError:
+        raise run_command.UsageError(
+            f"queue {queue.name!r} not found in account {queue.access.account}: create it and "
+            "have Event Grid deliver the container's blob-created events to it"
+        ) from None
+    except AzureError as error:
+        message = f"cannot read queue {queue.name!r}: {describe(error)}"
+        raise run_command.UsageError(message) from None
+
+
+def with_queue_lag(line, queue: QueueSettings):
+    """The progress line and the messages waiting in the queue, asked every few seconds."""
+    client = queue.access.queue_client(queue.name)
+    asked = {"at": 0.0, "waiting": None}
+
+    def line_with_lag(counts, elapsed: float) -> str:
+        from azure.core.exceptions import AzureError
+
+        if time.monotonic() - asked["at"] > QUEUE_LAG_SECONDS:
+            asked["at"] = time.monotonic()
+            with contextlib.suppress(AzureError):
+                properties = client.get_queue_properties()
+                asked["waiting"] = properties.approximate_message_count
+        waiting = asked["waiting"]
+        return line(counts, elapsed) + ("" if waiting is None else f" · queue ~{waiting}")
+
+    return line_with_lag
+
+
+def build_watch(pipeline: beam.Pipeline, plan: run_command.RunPlan, flags, stop_file: str) -> None:
     """WatchVersion, the steps, then each image's results stored and rows committed."""
     context = plan.context
     source = pipeline | "WatchVersion" >> WatchVersion(
@@ -84,7 +138,8 @@ def build_watch(pipeline: beam.Pipeline, plan: run_command.RunPlan, stop_file: s
         context.result_store,
         stop_file,
         already_done(plan),
-        plan.poll_seconds,
+        flags.poll_seconds,
+        queue_settings(plan, flags),
     )
     records, errors, _ = run_command.run_steps(plan, source)
     stored = records | "StoreNewResults" >> StoreNewResults(
@@ -122,12 +177,12 @@ def draining(stop_file: str) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _run(plan: run_command.RunPlan, stop_file: str):
+def _run(plan: run_command.RunPlan, flags, stop_file: str):
     run_command.prepare_models(plan)
     local = local_runner.uses_default_runner(plan.pipeline_options)
     runner = local_runner.local_runner(plan.pipeline_options) if local else None
     pipeline = beam.Pipeline(runner=runner, options=plan.pipeline_options)
-    build_watch(pipeline, plan, stop_file)
+    build_watch(pipeline, plan, flags, stop_file)
     context = plan.context
     LOGGER.info(
         "Watching %s version %s with steps %s: new images are processed as they land; Ctrl-C stops",
@@ -135,9 +190,11 @@ def _run(plan: run_command.RunPlan, stop_file: str):
         context.corpus_version,
         ",".join(plan.step_names),
     )
+    queue = queue_settings(plan, flags)
+    line = with_queue_lag(watch_line, queue) if queue else watch_line
     started = time.monotonic()
     with (
-        showing(watch_line) if local else contextlib.nullcontext() as counts,
+        showing(line) if local else contextlib.nullcontext() as counts,
         local_runner.interrupted_quietly() if local else contextlib.nullcontext(),
         draining(stop_file),
     ):
@@ -174,6 +231,9 @@ def watch(argv: list[str]) -> int:
     try:
         _create_container(argv)
         plan = run_command.plan_run(argv, watching=True)
+        flags = watch_options.parse(argv)
+        if queue := queue_settings(plan, flags):
+            check_queue(queue)
         if plan.dry_run or plan.summary_json:
             raise run_command.UsageError(
                 "--dry-run and --summary-json are for batch runs: use imaginem run"
@@ -185,7 +245,7 @@ def watch(argv: list[str]) -> int:
     context = plan.context
     with tempfile.TemporaryDirectory(prefix="imaginem-watch-") as folder:
         try:
-            result, summary = _run(plan, os.path.join(folder, "stop"))
+            result, summary = _run(plan, flags, os.path.join(folder, "stop"))
         except KeyboardInterrupt:
             print("imaginem watch: stopped at once; what was committed stays", file=sys.stderr)
             return 130

@@ -2,6 +2,8 @@
 processes two ingests a few seconds apart as they land, commits each image within
 seconds, drains on SIGINT with a summary, and computes nothing again on restart."""
 
+import base64
+import json
 import os
 import shutil
 import signal
@@ -16,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tests import image_factory
 from tests.azurite import ACCOUNT, ACCOUNT_KEY
 from tests.corpus_files import table_rows
-from transforms.corpus.arrivals import arrived_entry
+from transforms.corpus.arrivals import arrived_entry, blob_created_uri
 from transforms.corpus.ingest import ingest_drop
 from transforms.io import azure_access
 from transforms.tables import schemas
@@ -174,3 +176,92 @@ def test_watch_on_azure_blob_storage(azurite, tmp_path, drops, monkeypatch):
     assert arrived < ARRIVAL_LIMIT
     assert "2 seen, 2 committed" in out
     assert azurite.connection_string not in out + err and ACCOUNT_KEY not in out + err
+
+
+def _blob_created(container, path, kind="Microsoft.Storage.BlobCreated"):
+    """A blob-created event as Event Grid delivers it to a Storage Queue."""
+    event = {
+        "topic": f"/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/{ACCOUNT}",
+        "subject": f"/blobServices/default/containers/{container}/blobs/{path}",
+        "eventType": kind,
+        "id": path,
+        "data": {
+            "api": "PutBlob",
+            "url": f"https://{ACCOUNT}.blob.core.windows.net/{container}/{path}",
+        },
+        "dataVersion": "",
+        "metadataVersion": "1",
+        "eventTime": "2026-11-30T00:00:00Z",
+    }
+    return base64.b64encode(json.dumps(event).encode()).decode()
+
+
+def test_blob_created_messages_name_files_of_the_root_container():
+    root = f"azfs://{ACCOUNT}/box"
+    assert blob_created_uri(_blob_created("box", "original/a/v1/x.jpg"), root) == (
+        f"azfs://{ACCOUNT}/box/original/a/v1/x.jpg"
+    )
+    cloud_event = json.dumps(
+        [
+            {
+                "type": "Microsoft.Storage.BlobCreated",
+                "subject": "/blobServices/default/containers/box/blobs/y.png",
+            }
+        ]
+    )
+    assert blob_created_uri(cloud_event, root) == f"azfs://{ACCOUNT}/box/y.png"
+    for other in (
+        _blob_created("another", "original/a/v1/x.jpg"),
+        _blob_created("box", "x.jpg", kind="Microsoft.Storage.BlobDeleted"),
+        "hello",
+        base64.b64encode(b"\xff\xfe").decode(),
+        "[1, 2]",
+    ):
+        assert blob_created_uri(other, root) is None, other
+
+
+def test_watch_reads_blob_created_events_from_a_storage_queue(
+    azurite, tmp_path, drops, monkeypatch
+):
+    """Event Grid's messages on Azurite's queue service: each image is processed once,
+    a message is deleted only once its file's rows are committed, and a message for a
+    blob that is not there becomes an error row."""
+    from azure.storage.queue import QueueClient
+
+    container = "queued"
+    root = f"azfs://{ACCOUNT}/{container}"
+    monkeypatch.setenv(azure_access.CONNECTION_STRING_ENV, azurite.connection_string)
+    FileSystems.set_options(PipelineOptions([]))
+    env = dict(os.environ)
+    queue = QueueClient.from_connection_string(azurite.connection_string, "new-blobs")
+    queue.create_queue()
+    ingest = [sys.executable, "-m", "beam_pipeline.cli", "ingest", str(drops[0])]
+    subprocess.run([*ingest, "--corpus", root, "--version", "v1"], env=env, check=True)
+    process = _start(root, "--queue", "new-blobs", "--queue-visibility-seconds", "3", env=env)
+    try:
+        time.sleep(8)
+        assert process.poll() is None, process.communicate()
+        since = time.monotonic()
+        for path in ("people/a.png", "people/a.png", "people/gone.png"):  # one twice
+            queue.send_message(_blob_created(container, f"original/people/v1/{path.split('/')[1]}"))
+        queue.send_message(_blob_created(container, "transform/thumbnail/1/x.jpg"))  # not ours
+        _arrival_seconds(root, ["people/a.png"], since)
+        _arrival_seconds(root, ["people/gone.png"], since, schemas.ERRORS, "path")
+        deadline = time.monotonic() + 60
+        while (
+            queue.get_queue_properties().approximate_message_count and time.monotonic() < deadline
+        ):
+            time.sleep(1)
+        assert queue.get_queue_properties().approximate_message_count == 0
+    finally:
+        code, out, err = _stop(process)
+    assert code == 0, err
+    # broken.jpg was ingested but no message named it: a queue watch does not list.
+    assert "2 seen, 2 committed" in out
+    assert [row["source_path"] for row in table_rows(root, schemas.IMAGES, "v1")] == [
+        "people/a.png"
+    ]
+    (gone,) = table_rows(root, schemas.ERRORS, "v1")
+    assert (gone["path"], gone["step"]) == ("people/gone.png", "read")
+    results = table_rows(root, schemas.RESULTS)
+    assert len(results) == len({(row["image_sha256"], row["step"]) for row in results}) == 3

@@ -113,6 +113,17 @@ class AzureAccess:
                 options["allow_http"] = "true"
         return options
 
+    def queue_client(self, queue: str, **client_options):
+        """A client of one Storage Queue of the account."""
+        from azure.storage.queue import QueueClient
+
+        if self.connection_string_env:
+            return QueueClient.from_connection_string(
+                self._connection_string(), queue, **client_options
+            )
+        url = self.blob_url.replace(".blob.", ".queue.", 1)
+        return QueueClient(url, queue, credential=_default_credential(), **client_options)
+
     def table_service(self, **client_options):
         from azure.data.tables import TableServiceClient
 
