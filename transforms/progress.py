@@ -66,6 +66,12 @@ def _send_forever() -> None:
         send_pending(os.environ.get(PROGRESS_URL_ENV))
 
 
+def flush() -> None:
+    """Sends what this process counted now, not at the next report: before a
+    pipeline that ends soon after can stop listening."""
+    send_pending(os.environ.get(PROGRESS_URL_ENV))
+
+
 def send_pending(url: str | None) -> None:
     """Sends what was counted since the last report (dropped if it cannot be sent)."""
     with _lock:

@@ -110,6 +110,7 @@ class _CommitEach(beam.DoFn):
         # Counted once every table has them: a reader sees the file's rows by now.
         self._committed.inc(self._files)
         self._files = 0
+        progress.flush()
 
 
 def _entries_of(settings: CommitSettings, error: ErrorRecord):
