@@ -90,8 +90,8 @@ def _arrival_seconds(root, paths, since, table=schemas.IMAGES, key="source_path"
     raise AssertionError(f"{sorted(set(paths) - set(_rows_by_path(root, table, key)))} never came")
 
 
-def _stop(process):
-    process.send_signal(signal.SIGINT)
+def _stop(process, how=signal.SIGINT):
+    process.send_signal(how)
     out, err = process.communicate(timeout=120)
     return process.returncode, out, err
 
@@ -137,7 +137,8 @@ def test_watch_processes_ingests_as_they_land_and_restarts_without_recomputing(t
     manifest = {row["source_path"] for row in table_rows(root, schemas.MANIFEST, "v1")}
     assert manifest == {"c.png", "people/a.png", "street/b.png", "people/broken.jpg"}
 
-    # Restarted: nothing is started again; a file copied in by another tool is found.
+    # Restarted: nothing is started again; a file copied in by another tool is found;
+    # SIGTERM drains as Ctrl-C does.
     restarted = _start(root)
     try:
         time.sleep(8)
@@ -147,7 +148,7 @@ def test_watch_processes_ingests_as_they_land_and_restarts_without_recomputing(t
         os.replace(copied + ".tmp", copied)  # what a careful copier does
         _arrival_seconds(root, ["street/d.png"], since)
     finally:
-        code, out, err = _stop(restarted)
+        code, out, err = _stop(restarted, signal.SIGTERM)
     assert code == 0, err
     assert "1 seen, 1 committed" in out
     # Same bytes as b.png: every result came from the store.
