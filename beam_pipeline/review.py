@@ -23,6 +23,7 @@ from transforms.tasks.faces.decisions import (
     Decision,
     check_person,
     read_decisions,
+    read_reviewed,
     record,
 )
 
@@ -46,7 +47,8 @@ def faces_by_id(corpus_root: str, face_ids: Sequence[str], version: str | None) 
     Raises:
         ReviewError: an id that is in no version, or whose face has no embedding.
     """
-    wanted = pads.field("face_id").isin(list(face_ids))
+    face_ids = list(dict.fromkeys(face_ids))  # a face named twice is decided once
+    wanted = pads.field("face_id").isin(face_ids)
     if version:
         wanted &= delta.version_filter(version)
     found: dict[str, dict] = {}
@@ -70,7 +72,9 @@ def cluster_faces(corpus_root: str, version: str, cluster_id: str) -> list[dict]
         ReviewError: no such cluster (clusters change when the faces or gallery do).
     """
     where = delta.version_filter(version) & (pads.field("cluster_id") == cluster_id)
-    faces = [row for row in _faces(corpus_root, where) if row["embedding"] is not None]
+    # An image at two paths shows its faces twice: one decision each.
+    unique = {row["face_id"]: row for row in _faces(corpus_root, where)}
+    faces = [row for row in unique.values() if row["embedding"] is not None]
     if not faces:
         raise ReviewError(
             f"version {version} has no cluster {cluster_id}: clusters change when faces or "
@@ -139,17 +143,29 @@ def review(argv: list[str]) -> int:
             return 0
         check_person(args.person)
         reviewer = args.reviewer or getpass.getuser()
+        skipped = 0
         if args.action == "name":
             faces = cluster_faces(root, args.version, args.cluster_id)
-            decisions = _decisions(faces, args.person, CONFIRM, reviewer, args.cluster_id)
+            # The cluster is as the last run left it: a face decided since keeps its decision.
+            decided = read_reviewed(root)
+            undecided = [
+                face
+                for face in faces
+                if face["face_id"] not in decided.confirmed
+                and face["face_id"] not in decided.rejected
+            ]
+            skipped = len(faces) - len(undecided)
+            decisions = _decisions(undecided, args.person, CONFIRM, reviewer, args.cluster_id)
         else:
             faces = faces_by_id(root, args.face_ids, args.version)
             decisions = _decisions(faces, args.person, args.action, reviewer, None)
     except ValueError as error:
         parser.error(str(error))
-    count = record(root, decisions, args.action)
+    count = record(root, decisions, args.action) if decisions else 0
     verb = {CONFIRM: "is", REJECT: "is not"}.get(args.action, "is")
     print(f"Recorded {count} decision(s) by {reviewer}: {count} face(s) {verb} {args.person}.")
+    if skipped:
+        print(f"{skipped} face(s) of the cluster already had a decision and keep it.")
     print(
         "The report shows them now; matches change at the next run of facematch "
         "(imaginem run ... --steps facematch, which runs no model)."

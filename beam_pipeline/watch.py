@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -24,56 +25,71 @@ import time
 from collections.abc import Iterator
 
 import apache_beam as beam
-import pyarrow.dataset as pads
 
 from beam_pipeline import azure_options, local_runner, watch_options
 from beam_pipeline import run as run_command
 from beam_pipeline.progress_view import showing, watch_line
 from beam_pipeline.summary import NO_METRICS, describe_failures, summarize_watch
 from transforms import paths
-from transforms.corpus.arrivals import QueueSettings, WatchVersion
+from transforms.corpus.arrivals import QueueSettings, WatchVersion, finished_paths
 from transforms.io.azure_access import is_azfs
 from transforms.io.blobs import BlobContainer
 from transforms.io.storage import absolute_root
-from transforms.records import INGEST_STEP, READ_STEP
 from transforms.retry import describe
 from transforms.tables import delta, schemas
 from transforms.tables.result_store import StoreNewResults
 from transforms.tasks.commit_each import CommitEach, CommitSettings
+from transforms.tasks.faces.match import MatchFaces
 
 LOGGER = logging.getLogger("imaginem")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 QUEUE_LAG_SECONDS = 5.0
 
 
+def column_steps(plan: run_command.RunPlan) -> tuple[str, ...]:
+    """The watch's steps that fill a column of `images`."""
+    context = plan.context
+    return tuple(step for step in context.run_steps if step in context.step_columns)
+
+
 def already_done(plan: run_command.RunPlan) -> frozenset[str]:
-    """URIs of the version's files that need nothing more: their rows are in the tables
-    and every result the watch's steps store is stored for them, or their content
-    failed a step (its error row is there)."""
+    """URIs of the version's files that need nothing more: every step's result or
+    error is in their rows and every result the watch stores is in the store, or
+    their content does not decode. A file that could not be read is tried again."""
     context = plan.context
     root, version = context.corpus_root, context.corpus_version
-    images = delta.read(
-        delta.location(root, schemas.IMAGES),
-        ("set_path", "file_name", "image_sha256"),
-        delta.version_filter(version),
-    ).to_pylist()
+    finished = finished_paths(root, version, column_steps(plan), unreadable_finishes=False)
+    where = delta.location(root, schemas.IMAGES)
+    images = []
+    if delta.exists(where):
+        sql = (
+            f"SELECT source_path, image_sha256 FROM t WHERE corpus_version = {delta.quote(version)}"
+        )
+        images = delta.query(where, sql).to_pylist()
     results = context.results
     stored = context.result_store.stored_steps(results, {row["image_sha256"] for row in images})
-    needed = set(results.fingerprints)
-    done = {
-        paths.original_uri(root, row["set_path"], version, row["file_name"])
+    incomplete = {
+        row["source_path"]
         for row in images
-        if needed <= stored.get(row["image_sha256"], set())
+        if not set(results.fingerprints) <= stored.get(row["image_sha256"], set())
     }
-    failed = delta.read(
-        delta.location(root, schemas.ERRORS),
-        ("path",),
-        delta.version_filter(version) & ~pads.field("step").isin([INGEST_STEP, READ_STEP]),
-    ).to_pylist()
-    for row in failed:
-        set_path, _, name = row["path"].rpartition("/")
+    done = set()
+    for source_path in finished - incomplete:
+        set_path, _, name = source_path.rpartition("/")
         done.add(paths.original_uri(root, set_path, version, name))
     return frozenset(done)
+
+
+def without_clustering(plan: run_command.RunPlan) -> run_command.RunPlan:
+    """The plan with facematch matching each face as it comes, never clustering: a
+    watch never ends, so it would hold every unknown face until it stops."""
+    transforms = [
+        dataclasses.replace(transform, cluster=False)
+        if isinstance(transform, MatchFaces)
+        else transform
+        for transform in plan.transforms
+    ]
+    return dataclasses.replace(plan, transforms=transforms)
 
 
 def queue_settings(plan: run_command.RunPlan, flags) -> QueueSettings | None:
@@ -90,7 +106,7 @@ def queue_settings(plan: run_command.RunPlan, flags) -> QueueSettings | None:
             "--queue reads a Storage Queue of the corpus's account: the corpus must be an "
             "azfs:// root"
         )
-    return QueueSettings(flags.queue, access, flags.queue_visibility_seconds)
+    return QueueSettings(flags.queue, access, column_steps(plan), flags.queue_visibility_seconds)
 
 
 def check_queue(queue: QueueSettings) -> None:
@@ -230,7 +246,7 @@ def _create_container(argv: list[str]) -> None:
 def watch(argv: list[str]) -> int:
     try:
         _create_container(argv)
-        plan = run_command.plan_run(argv, watching=True)
+        plan = without_clustering(run_command.plan_run(argv, watching=True))
         flags = watch_options.parse(argv)
         if queue := queue_settings(plan, flags):
             check_queue(queue)

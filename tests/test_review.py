@@ -144,6 +144,13 @@ def test_decisions_change_matches_at_the_next_run_without_any_model(traced, caps
         ("reject", "eileen-collins", "ana"),
     ]
     assert all(d["decided_at"] is not None and len(d["embedding"]) == 128 for d in decisions)
+    # Naming it again changes nothing: its faces are decided; a face named twice is one row.
+    capsys.readouterr()
+    assert main([*review, "--person", "someone-else", cluster_id]) == 0
+    assert "2 face(s) of the cluster already had a decision" in capsys.readouterr().out
+    again = flipped_astronaut["face_id"]
+    assert main([*reject, "--person", "eileen-collins", again, again]) == 0
+    assert len(table_rows(root, schemas.DECISIONS)) == 3
 
     # The report shows the decisions at once.
     out = _report(traced, "report-decided")

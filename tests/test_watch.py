@@ -18,12 +18,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tests import image_factory
 from tests.azurite import ACCOUNT, ACCOUNT_KEY
 from tests.corpus_files import table_rows
-from transforms.corpus.arrivals import arrived_entry, blob_created_uri
+from transforms.corpus.arrivals import arrived_entry, blob_created_uris
 from transforms.corpus.ingest import ingest_drop
 from transforms.io import azure_access
 from transforms.tables import schemas
 
-STEPS = "thumbnail,facedetection"
+STEPS = "thumbnail,facematch"  # and facematch's own: facedetection, facecrop, faceprint
 ARRIVAL_LIMIT = 30.0
 
 
@@ -129,10 +129,11 @@ def test_watch_processes_ingests_as_they_land_and_restarts_without_recomputing(t
     assert "broken.jpg: decode" in out
     images = table_rows(root, schemas.IMAGES, "v1")
     assert sorted(row["source_path"] for row in images) == ["c.png", "people/a.png", "street/b.png"]
-    assert all(row["thumbnail"] and row["facedetection"] for row in images)
+    assert all(row["thumbnail"] and row["facematch"] for row in images)
     results = table_rows(root, schemas.RESULTS)
     keys = [(row["image_sha256"], row["step"]) for row in results]
-    assert len(keys) == len(set(keys)) == 3 * 3  # decode, thumbnail, facedetection: once each
+    # decode, thumbnail, facedetection, facecrop, faceprint: each once per image
+    assert len(keys) == len(set(keys)) == 3 * 5
     # A later batch run of the version sees the same files.
     manifest = {row["source_path"] for row in table_rows(root, schemas.MANIFEST, "v1")}
     assert manifest == {"c.png", "people/a.png", "street/b.png", "people/broken.jpg"}
@@ -179,7 +180,7 @@ def test_watch_on_azure_blob_storage(azurite, tmp_path, drops, monkeypatch):
     assert azurite.connection_string not in out + err and ACCOUNT_KEY not in out + err
 
 
-def _blob_created(container, path, kind="Microsoft.Storage.BlobCreated"):
+def _blob_created(container, path, kind="Microsoft.Storage.BlobCreated", api="PutBlob"):
     """A blob-created event as Event Grid delivers it to a Storage Queue."""
     event = {
         "topic": f"/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/{ACCOUNT}",
@@ -187,7 +188,7 @@ def _blob_created(container, path, kind="Microsoft.Storage.BlobCreated"):
         "eventType": kind,
         "id": path,
         "data": {
-            "api": "PutBlob",
+            "api": api,
             "url": f"https://{ACCOUNT}.blob.core.windows.net/{container}/{path}",
         },
         "dataVersion": "",
@@ -197,28 +198,35 @@ def _blob_created(container, path, kind="Microsoft.Storage.BlobCreated"):
     return base64.b64encode(json.dumps(event).encode()).decode()
 
 
-def test_blob_created_messages_name_files_of_the_root_container():
+def test_blob_created_messages_name_complete_files_of_the_root_container():
     root = f"azfs://{ACCOUNT}/box"
-    assert blob_created_uri(_blob_created("box", "original/a/v1/x.jpg"), root) == (
+    assert blob_created_uris(_blob_created("box", "original/a/v1/x.jpg"), root) == [
         f"azfs://{ACCOUNT}/box/original/a/v1/x.jpg"
-    )
-    cloud_event = json.dumps(
+    ]
+    # CloudEvents, not encoded, several in one message.
+    cloud_events = json.dumps(
         [
             {
                 "type": "Microsoft.Storage.BlobCreated",
-                "subject": "/blobServices/default/containers/box/blobs/y.png",
+                "subject": f"/blobServices/default/containers/box/blobs/{name}",
+                "data": {"api": api},
             }
+            for name, api in (("y.png", "PutBlockList"), ("z.png", "FlushWithClose"))
         ]
     )
-    assert blob_created_uri(cloud_event, root) == f"azfs://{ACCOUNT}/box/y.png"
+    assert blob_created_uris(cloud_events, root) == [
+        f"azfs://{ACCOUNT}/box/y.png",
+        f"azfs://{ACCOUNT}/box/z.png",
+    ]
     for other in (
         _blob_created("another", "original/a/v1/x.jpg"),
         _blob_created("box", "x.jpg", kind="Microsoft.Storage.BlobDeleted"),
+        _blob_created("box", "x.jpg", api="CreateFile"),  # a Data Lake file, still empty
         "hello",
         base64.b64encode(b"\xff\xfe").decode(),
         "[1, 2]",
     ):
-        assert blob_created_uri(other, root) is None, other
+        assert blob_created_uris(other, root) == [], other
 
 
 def test_watch_reads_blob_created_events_from_a_storage_queue(
@@ -265,4 +273,4 @@ def test_watch_reads_blob_created_events_from_a_storage_queue(
     (gone,) = table_rows(root, schemas.ERRORS, "v1")
     assert (gone["path"], gone["step"]) == ("people/gone.png", "read")
     results = table_rows(root, schemas.RESULTS)
-    assert len(results) == len({(row["image_sha256"], row["step"]) for row in results}) == 3
+    assert len(results) == len({(row["image_sha256"], row["step"]) for row in results}) == 5

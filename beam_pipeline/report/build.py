@@ -45,13 +45,15 @@ def prepare_folder(out: str) -> None:
     """
     if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, MARKER)):
         raise ReportError(f"{out} is not empty and holds no report: choose a new or empty folder")
-    os.makedirs(out, mode=0o700, exist_ok=True)
+    os.makedirs(out, exist_ok=True)
+    os.chmod(out, 0o700)  # also when the folder was there: no one else may enter it
     open(os.path.join(out, MARKER), "w").close()
-    for old in glob.glob(os.path.join(out, "*.html")) + glob.glob(os.path.join(out, "data/*.js")):
+    folder = glob.escape(out)
+    for old in glob.glob(os.path.join(folder, "*.html")) + glob.glob(f"{folder}/data/*.js"):
         os.remove(old)
 
 
-def _pictures(data: ReportData, numbers: dict[str, int]) -> list[media.Picture]:
+def _pictures(data: ReportData) -> list[media.Picture]:
     wanted = []
     for image in data.images.values():
         path = pages.thumbnail_path(image)
@@ -67,32 +69,32 @@ def _pictures(data: ReportData, numbers: dict[str, int]) -> list[media.Picture]:
             box = tuple(face.box[side] for side in ("left", "top", "right", "bottom"))
             uri = data.images[face.source_path].uri
             wanted.append(media.Picture(path, uri, copy=False, box=box, side=media.CHIP_SIDE))
-    for person, photos in data.gallery.items():
-        wanted.append(media.Picture(pages.gallery_path(numbers[person]), photos[0], copy=False))
+    for photos in data.gallery.values():
+        wanted.append(media.Picture(pages.gallery_path(photos[0]), photos[0], copy=False))
     return wanted
 
 
-def _references(data: ReportData, numbers: dict[str, int], have: set[str]) -> dict[str, str]:
+def _references(data: ReportData, have: set[str]) -> dict[str, str]:
     """The picture that shows who each person is: a gallery photo, or else one of
     the faces a reviewer confirmed (or matched) as them."""
     references = {}
     for face in sorted(data.faces, key=lambda face: not face.confirmed):
         if face.person and pages.chip_path(face) in have:
             references.setdefault(face.person, pages.chip_path(face))
-    for person in data.gallery:
-        if pages.gallery_path(numbers[person]) in have:
-            references[person] = pages.gallery_path(numbers[person])
+    for person, photos in data.gallery.items():
+        if pages.gallery_path(photos[0]) in have:
+            references[person] = pages.gallery_path(photos[0])
     return references
 
 
 def write_report(data: ReportData, out: str, margin: float = DEFAULT_MARGIN) -> Written:
     prepare_folder(out)
     numbers = {person: number for number, person in enumerate(data.people(), start=1)}
-    wanted = _pictures(data, numbers)
+    wanted = _pictures(data)
     bar = tqdm(total=len(wanted), unit="picture", desc="report", disable=None, file=sys.stderr)
     with bar:
         have = media.write_pictures(out, wanted, lambda: bar.update(1))
-    site = pages.Site(data, frozenset(have), _references(data, numbers, have), numbers)
+    site = pages.Site(data, frozenset(have), _references(data, have), numbers)
     written = 0
     for name, content in [
         *pages.all_pages(site, margin),

@@ -12,8 +12,6 @@ import datetime
 from collections import Counter
 from typing import Any
 
-import pyarrow.dataset as pads
-
 from transforms.tables import delta, schemas
 from transforms.tasks.faces.decisions import Reviewed, read_decisions, read_reviewed
 from transforms.tasks.faces.match import CONFIRMED, list_gallery
@@ -97,9 +95,9 @@ class ReportData:
 
 def _rows(corpus_root: str, table: str, columns, version: str) -> list[dict[str, Any]]:
     where = delta.location(corpus_root, table)
-    if not delta.exists(where):
+    available = set(delta.column_names(where))
+    if not available:
         return []
-    available = set(delta.read(where, filter=pads.scalar(False)).column_names)
     wanted = [column for column in columns if column in available]
     return delta.read(where, columns=wanted, filter=delta.version_filter(version)).to_pylist()
 
@@ -118,7 +116,8 @@ def _image(row: dict[str, Any]) -> Image:
 def _face(row: dict[str, Any], reviewed: Reviewed) -> Face:
     rejected = reviewed.rejected.get(row["face_id"], frozenset())
     person = reviewed.person_of(row["face_id"], row["person"])
-    confirmed = row["face_id"] in reviewed.confirmed or row["decision"] == CONFIRMED
+    # Tables written before reviews have no `decision` column.
+    confirmed = row["face_id"] in reviewed.confirmed or row.get("decision") == CONFIRMED
     return Face(
         face_id=row["face_id"],
         image_sha256=row["image_sha256"],

@@ -9,6 +9,7 @@ The content security policy lets a page load nothing but files of its own folder
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import html
 import json
 import math
@@ -51,8 +52,9 @@ def thumbnail_path(image: Image) -> str:
     return f"media/images/{image.image_sha256}.jpg"
 
 
-def gallery_path(person_number: int) -> str:
-    return f"media/gallery/{person_number}.jpg"
+def gallery_path(photo_uri: str) -> str:
+    """Named by the photo, not the person's place in a list that changes between reports."""
+    return f"media/gallery/{hashlib.sha256(photo_uri.encode()).hexdigest()[:32]}.jpg"
 
 
 def page_name(base: str, number: int) -> str:
@@ -78,9 +80,14 @@ class Site:
     def person_page(self, person: str) -> str:
         return page_name(f"person-{self.numbers[person]}", 1)
 
-    def command(self, action: str, person: str, face_id: str) -> str:
+    def command(self, action: str, person: str, target: str) -> str:
+        """The `imaginem review` command that records a decision about a face or a cluster."""
         root = shlex.quote(self.data.corpus_root)
-        return f"imaginem review {action} --corpus {root} --person {shlex.quote(person)} {face_id}"
+        version = f" --version {self.data.version}" if action == "name" else ""
+        return (
+            f"imaginem review {action} --corpus {root}{version} --person "
+            f"{shlex.quote(person)} {target}"
+        )
 
 
 def _page(site: Site, title: str, active: str, body: str, scripts: Sequence[str] = ()) -> str:
@@ -316,11 +323,7 @@ def cluster_pages(site: Site) -> Iterator[tuple[str, str]]:
                 if cluster.nearest_person
                 else "no gallery person to compare"
             )
-            root = shlex.quote(data.corpus_root)
-            command = (
-                f"imaginem review name --corpus {root} --version {data.version} "
-                f"--person NAME {cluster.cluster_id}"
-            )
+            command = site.command("name", "NAME", cluster.cluster_id)
             sections.append(
                 f'<section class="cluster" id="cluster-{cluster.cluster_id}">'
                 f"<h2>{_count(len(cluster.faces), 'face')}</h2><p>{nearest} · "

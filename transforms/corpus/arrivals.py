@@ -17,9 +17,9 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 
 import apache_beam as beam
-import pyarrow.dataset as pads
 from apache_beam.coders import BooleanCoder
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.transforms.core import RestrictionProvider
@@ -32,12 +32,14 @@ from transforms.corpus.read import start_record
 from transforms.io import storage
 from transforms.io.azure_access import AZFS_SCHEME, AzureAccess, split_azfs
 from transforms.per_image import ERRORS, RECORDS
-from transforms.records import READ_STEP, ErrorRecord, ManifestEntry
+from transforms.records import READ_STEP, ErrorRecord, ManifestEntry, StepName
 from transforms.tables import delta, schemas
 from transforms.tables.result_store import ResultPlan, ResultStore
 
 WATCH = "watch"  # the namespace of the watch's counters
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+# The Blob and Data Lake calls after which a created blob is complete.
+COMPLETE_WRITES = ("PutBlob", "PutBlockList", "FlushWithClose", "CopyBlob", "PutBlobFromUrl")
 DEFAULT_VISIBILITY_SECONDS = 60
 MAX_MESSAGES_PER_POLL = 256
 SEEN = "seen"
@@ -91,6 +93,7 @@ _POLLS = beam.DoFn.RestrictionParam(_Polls())
 _SEEN = beam.DoFn.StateParam(ReadModifyWriteStateSpec("seen", BooleanCoder()))
 
 
+@beam.DoFn.unbounded_per_element()
 class _Poller(beam.DoFn):
     """Emits what `poll` finds every `poll_seconds` until the stop file exists."""
 
@@ -126,13 +129,15 @@ class _ListVersion(_Poller):
                 yield uri
 
 
-def blob_created_uri(message: str, corpus_root: str) -> str | None:
-    """The azfs URI of the blob a queue message says was created in the root's
-    container; None for any other message.
+def blob_created_uris(message: str, corpus_root: str) -> list[str]:
+    """The azfs URIs of the blobs a queue message says were written, complete, in the
+    root's container; [] for any other message.
 
-    Event Grid delivers its events to a Storage Queue base64-encoded, one per
-    message, in its own schema or as CloudEvents; both name the blob in `subject`
-    (`/blobServices/default/containers/C/blobs/PATH`).
+    Event Grid delivers its events to a Storage Queue base64-encoded, in its own
+    schema or as CloudEvents; both name the blob in `subject`
+    (`/blobServices/default/containers/C/blobs/PATH`). On a hierarchical namespace a
+    file's creation is announced while it is still empty (`CreateFile`): only the
+    calls that leave a complete blob count.
     """
     account, container, _ = split_azfs(corpus_root)
     text = message.strip()
@@ -140,30 +145,61 @@ def blob_created_uri(message: str, corpus_root: str) -> str | None:
         try:
             text = base64.b64decode(text, validate=True).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
-            return None
+            return []
     try:
         events = json.loads(text)
     except ValueError:
-        return None
+        return []
     prefix = f"/blobServices/default/containers/{container}/blobs/"
+    uris = []
     for event in events if isinstance(events, list) else [events]:
         if not isinstance(event, dict):
             continue
         kind = event.get("eventType") or event.get("type")
         subject = str(event.get("subject") or "")
-        if kind == BLOB_CREATED and subject.startswith(prefix):
-            return f"{AZFS_SCHEME}{account}/{container}/{subject[len(prefix) :]}"
-    return None
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        complete = data.get("api", COMPLETE_WRITES[0]) in COMPLETE_WRITES
+        if kind == BLOB_CREATED and subject.startswith(prefix) and complete:
+            uris.append(f"{AZFS_SCHEME}{account}/{container}/{subject[len(prefix) :]}")
+    return uris
 
 
-def committed_paths(corpus_root: str, corpus_version: str, source_paths: list[str]) -> set[str]:
-    """Those of `source_paths` whose rows (an image's, or an error's) are committed."""
-    committed = set()
-    for table, column in ((schemas.IMAGES, "source_path"), (schemas.ERRORS, "path")):
-        wanted = delta.version_filter(corpus_version) & pads.field(column).isin(source_paths)
-        rows = delta.read(delta.location(corpus_root, table), (column,), wanted)
-        committed.update(rows.column(column).to_pylist() if rows.num_rows else ())
-    return committed
+def finished_paths(
+    corpus_root: str,
+    corpus_version: str,
+    steps: Sequence[str],
+    source_paths: Sequence[str] | None = None,
+    unreadable_finishes: bool = True,
+) -> set[str]:
+    """The version's files (of `source_paths`, or all) that need nothing more from
+    `steps`: each step's result is in the file's `images` row or its error in `errors`;
+    or the file does not decode (or, if `unreadable_finishes`, cannot be read)."""
+
+    def rows(table: str, path_column: str, columns: Sequence[str]) -> list[dict]:
+        where = delta.location(corpus_root, table)
+        if not delta.exists(where):
+            return []
+        condition = f"corpus_version = {delta.quote(corpus_version)}"
+        if source_paths is not None:
+            listed = ", ".join(delta.quote(path) for path in source_paths) or "NULL"
+            condition += f" AND {path_column} IN ({listed})"
+        selected = ", ".join(columns)
+        return delta.query(where, f"SELECT {selected} FROM t WHERE {condition}").to_pylist()
+
+    failed: dict[str, set[str]] = {}
+    for row in rows(schemas.ERRORS, "path", ("path", "step")):
+        failed.setdefault(row["path"], set()).add(row["step"])
+    final = {StepName.DECODE, READ_STEP} if unreadable_finishes else {StepName.DECODE}
+    finished = {path for path, steps_failed in failed.items() if steps_failed & final}
+    columns = delta.column_names(delta.location(corpus_root, schemas.IMAGES))
+    if not set(steps) <= set(columns):
+        return finished  # a step no run has filled yet: no image is finished with it
+    has = [f'{step} IS NOT NULL AS "{step}"' for step in steps]
+    for row in rows(schemas.IMAGES, "source_path", ("source_path", *has)):
+        path = row["source_path"]
+        if all(row[step] or step in failed.get(path, ()) for step in steps):
+            finished.add(path)
+    return finished
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,22 +209,25 @@ class QueueSettings:
     Attributes:
         name: the queue.
         access: how to reach the account (no secret inside).
+        steps: the watch's steps that fill a column of `images`.
         visibility_seconds: how long a received message stays hidden; it is deleted
             when it shows again and its file's rows are committed.
     """
 
     name: str
     access: AzureAccess
+    steps: tuple[str, ...]  # the watch's steps with a result column: done when all are in
     visibility_seconds: int = DEFAULT_VISIBILITY_SECONDS
 
 
 class _ReadQueue(_Poller):
     """The files that blob-created messages name, each time a message shows.
 
-    A message is hidden while its file goes through the steps, and deleted only
-    once it shows again with its file's rows committed (at-least-once delivery; the
-    results are stored once whatever happens). Messages about anything but an
-    image of this version are deleted as they come: a queue serves one watch.
+    A message is hidden while its files go through the steps, and deleted only once
+    it shows again with their rows committed, each step's result or error
+    (at-least-once delivery; results are stored once whatever happens). Messages
+    about anything but images of this version are deleted as they come: a queue
+    serves one watch.
     """
 
     def __init__(self, corpus_root, corpus_version, poll_seconds, stop_file, queue: QueueSettings):
@@ -200,29 +239,34 @@ class _ReadQueue(_Poller):
         self._acknowledged = progress.counter(WATCH, "messages_deleted")
 
     def poll(self):
-        shown_again = {}
+        shown_again = []
         for message in self._client.receive_messages(
             messages_per_page=32,
             max_messages=MAX_MESSAGES_PER_POLL,
             visibility_timeout=self._queue.visibility_seconds,
         ):
-            uri = blob_created_uri(message.content, self._root)
-            entry = arrived_entry(self._root, self._version, uri) if uri else None
-            if entry is None:
+            uris = [
+                uri
+                for uri in blob_created_uris(message.content, self._root)
+                if arrived_entry(self._root, self._version, uri)
+            ]
+            if not uris:
                 self._client.delete_message(message)
             elif message.dequeue_count > 1:
-                shown_again[entry.source_path] = (uri, message)
+                shown_again.append((message, uris))
             else:
-                yield uri
+                yield from uris
         if not shown_again:
             return
-        done = committed_paths(self._root, self._version, sorted(shown_again))
-        for source_path, (uri, message) in shown_again.items():
-            if source_path in done:
+        paths = {uri: arrived_entry(self._root, self._version, uri).source_path
+                 for _, uris in shown_again for uri in uris}  # fmt: skip
+        done = finished_paths(self._root, self._version, self._queue.steps, sorted(paths.values()))
+        for message, uris in shown_again:
+            if all(paths[uri] in done for uri in uris):
                 self._client.delete_message(message)
                 self._acknowledged.inc()
             else:
-                yield uri  # in flight (let through once), or lost: let through again
+                yield from uris  # in flight (let through once), or lost: let through again
 
 
 class _FirstTime(beam.DoFn):

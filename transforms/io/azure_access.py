@@ -121,6 +121,11 @@ class AzureAccess:
             return QueueClient.from_connection_string(
                 self._connection_string(), queue, **client_options
             )
+        if ".blob." not in (self.blob_url or ""):
+            raise AzureAccessError(
+                f"cannot derive the queue service URL from {self.blob_url!r}: expected "
+                "https://ACCOUNT.blob.core.windows.net, or use a connection string"
+            )
         url = self.blob_url.replace(".blob.", ".queue.", 1)
         return QueueClient(url, queue, credential=_default_credential(), **client_options)
 

@@ -333,6 +333,19 @@ def read(
     return _scan(_dataset(where, version), columns, filter)
 
 
+def query(where: DeltaLocation, sql: str) -> pa.Table:
+    """Runs `sql` over the table, named `t`, in delta-rs's own engine: only the
+    columns it names are read, and no Python filesystem is involved (see `_dataset`)."""
+    from deltalake import QueryBuilder
+
+    return pa.table(QueryBuilder().register("t", _open(where)).execute(sql).read_all())
+
+
+def column_names(where: DeltaLocation) -> list[str]:
+    """The table's columns; none if it does not exist."""
+    return list(_open(where).schema().to_arrow().names) if exists(where) else []
+
+
 def read_rows(where: DeltaLocation, filter: pads.Expression | None = None) -> list[dict[str, Any]]:
     return read(where, filter=filter).to_pylist()
 

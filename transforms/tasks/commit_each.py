@@ -19,10 +19,15 @@ import pyarrow as pa
 
 from transforms import progress
 from transforms.corpus.arrivals import WATCH, arrived_entry
-from transforms.records import ErrorRecord, ImageRecord
+from transforms.records import READ_STEP, ErrorRecord, ImageRecord, StepName
 from transforms.tables import delta, schemas
-from transforms.tasks.faces.table import FACE_STEP_COLUMNS, FACES_SCHEMA
-from transforms.tasks.output import error_rows, image_rows, record_face_rows
+from transforms.tasks.faces.table import FACES_SCHEMA, face_update_columns
+from transforms.tasks.output import (
+    error_rows,
+    image_rows,
+    image_update_columns,
+    record_face_rows,
+)
 
 COMMIT_SECONDS = 2.0
 COMMITTED = "committed"
@@ -37,22 +42,18 @@ class CommitSettings:
     step_columns: Mapping[str, pa.DataType]
     run_steps: tuple[str, ...]
 
-    def merges(self) -> dict[str, tuple[pa.Schema, tuple[str, ...] | None]]:
-        """table -> (schema, the columns an existing row takes; None: all)."""
-        keys = schemas.TABLES[schemas.IMAGES].keys
-        base = [f.name for f in schemas.images_schema({}) if f.name not in keys]
-        run_columns = [step for step in self.run_steps if step in self.step_columns]
-        face_columns = tuple(
-            column
-            for step, columns in FACE_STEP_COLUMNS.items()
-            if step in self.run_steps
-            for column in columns
-        )
+    def merges(self) -> dict[str, tuple[pa.Schema, tuple[str, ...]]]:
+        """table -> (schema, the columns an existing row takes)."""
+        # A watch never clusters: the cluster ids a batch run set stay.
+        faces = tuple(c for c in face_update_columns(self.run_steps) if c != "cluster_id")
         return {
             schemas.MANIFEST: (schemas.MANIFEST_SCHEMA, ()),  # never changes an ingested row
-            schemas.IMAGES: (schemas.images_schema(self.step_columns), (*base, *run_columns)),
-            schemas.FACES: (FACES_SCHEMA, face_columns),
-            schemas.ERRORS: (schemas.ERRORS_SCHEMA, None),
+            schemas.IMAGES: (
+                schemas.images_schema(self.step_columns),
+                image_update_columns(self.run_steps, self.step_columns),
+            ),
+            schemas.FACES: (FACES_SCHEMA, faces),
+            schemas.ERRORS: (schemas.ERRORS_SCHEMA, tuple(schemas.ERRORS_SCHEMA.names)),
         }
 
 
@@ -76,11 +77,13 @@ class _CommitEach(beam.DoFn):
             if self._merges[schemas.FACES][1]:
                 self._rows[schemas.FACES] += record_face_rows(element, {})
             entries = element.entries
+            self._files += 1
         else:
             self._rows[schemas.ERRORS] += error_rows(element, {})
             entries = _entries_of(settings, element)
+            # A file that failed a later step also has its image's rows, counted there.
+            self._files += element.step in (READ_STEP, StepName.DECODE)
         self._rows[schemas.MANIFEST] += [schemas.manifest_row(entry) for entry in entries]
-        self._files += 1
         if time.monotonic() - self._since > COMMIT_SECONDS:
             self._commit()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
@@ -30,15 +30,25 @@ from transforms.tasks.faces.match import CLUSTER_ROWS, FACE_CLUSTERS, GALLERY_ST
 from transforms.tasks.faces.table import (
     CANDIDATES_SCHEMA,
     CLUSTERS_SCHEMA,
-    FACE_STEP_COLUMNS,
     FACES_SCHEMA,
     candidate_rows,
     face_rows,
+    face_update_columns,
 )
 
 IMAGE_ROWS = "image_rows"
 ERROR_ROWS = "error_rows"
 FACE_ROWS = "face_rows"
+
+
+def image_update_columns(
+    run_steps: Sequence[str], step_columns: Mapping[str, pa.DataType]
+) -> tuple[str, ...]:
+    """The `images` columns a run's rows change: the file's own (not the keys) and the
+    results of the run's steps; other steps' results stay as earlier runs left them."""
+    keys = schemas.TABLES[schemas.IMAGES].keys
+    base = [f.name for f in schemas.images_schema({}) if f.name not in keys]
+    return (*base, *(step for step in run_steps if step in step_columns))
 
 
 def image_rows(record: ImageRecord, step_columns: dict[str, pa.DataType]):
@@ -198,12 +208,10 @@ class WriteTables(beam.PTransform):
             records = records | "StoreNewResults" >> StoreNewResults(self.store, self.fingerprints)
         image_rows_ = records | "ImageRows" >> beam.FlatMap(image_rows, step_columns)
         run_columns = [step for step in self.run_steps if step in step_columns]
-        keys = schemas.TABLES[schemas.IMAGES].keys
-        base_columns = [f.name for f in schemas.images_schema({}) if f.name not in keys]
         images = image_rows_ | "MergeImages" >> self._merge(
             schemas.IMAGES,
             schemas.images_schema(step_columns),
-            update_columns=tuple(base_columns + run_columns),
+            update_columns=image_update_columns(self.run_steps, step_columns),
             delete_unmatched=self._version_is(),
         )
         aliases = _as_dict(outputs, ALIASES, "NoAliases")
@@ -217,12 +225,7 @@ class WriteTables(beam.PTransform):
         )
         written = {schemas.IMAGES: images, schemas.ERRORS: errors}
         rows = {"images": image_rows_}
-        face_columns = tuple(
-            column
-            for step, columns in FACE_STEP_COLUMNS.items()
-            if step in self.run_steps
-            for column in columns
-        )
+        face_columns = face_update_columns(self.run_steps)
         if face_columns:
             # The run has every face of the version (face steps need facedetection):
             # faces no longer found go, and only the run's face steps' columns change.

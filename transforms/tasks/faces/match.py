@@ -503,6 +503,8 @@ class MatchFaces(beam.PTransform):
             local model.
         reviewed: reviewers' decisions: confirmed faces join the gallery; rejected
             people are never a face's match or candidate.
+        cluster: group the faces that match no one (a pipeline that never ends,
+            such as a watch, cannot: the grouping waits for every face).
 
     Returns:
         Outputs `records` (with a `facematch` result), `errors` (including gallery
@@ -516,6 +518,7 @@ class MatchFaces(beam.PTransform):
     settings: FaceMatchSettings = FaceMatchSettings()
     detection: FaceDetectionSettings = FaceDetectionSettings()
     reviewed: Reviewed = NO_DECISIONS
+    cluster: bool = True
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -537,6 +540,13 @@ class MatchFaces(beam.PTransform):
             self.settings.candidates,
             self.reviewed,
         )
+        if not self.cluster:
+            return {
+                RECORDS: matched,
+                ERRORS: gallery_errors,
+                FACE_CLUSTERS: records.pipeline | "NoClusters" >> beam.Create([]),
+                CLUSTER_ROWS: records.pipeline | "NoClusterRows" >> beam.Create([]),
+            }
         clusters = (
             matched
             | "UnmatchedFaces" >> beam.FlatMap(_unmatched_faces)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -71,6 +71,14 @@ FACE_STEP_COLUMNS = {
     StepName.FACE_PRINT: ("embedding", "embedding_model"),
     StepName.FACE_MATCH: ("person", "distance", "decision", "candidates", "cluster_id"),
 }  # fmt: skip
+
+
+def face_update_columns(run_steps: Iterable[str]) -> tuple[str, ...]:
+    """The `faces` columns a run's rows change: those of its face steps."""
+    steps = set(run_steps)
+    return tuple(
+        column for step, columns in FACE_STEP_COLUMNS.items() if step in steps for column in columns
+    )
 
 
 def _by_face_index(result: Mapping[str, Any] | None, items: str) -> dict[int, dict]:
