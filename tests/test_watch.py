@@ -44,6 +44,7 @@ def test_an_arrival_is_a_file_of_the_version_under_its_set():
         "/corpus/original/red/v1/notes.txt",  # not an image
         "/corpus/transform/thumbnail/1/red/v1/a.jpg.jpg",  # not an original
         "/elsewhere/original/red/v1/a.jpg",
+        "/corpus/original/a.jpg",  # in no version folder
     ):
         assert arrived_entry(root, "v1", other) is None, other
 

@@ -1,7 +1,8 @@
 """`WatchVersion`: the files of a corpus version as they land, an unbounded source.
 
-Every few seconds the version's folders under `original/` are listed, whoever wrote
-there (`imaginem ingest`, Azure Storage Explorer, azcopy). Each file goes on once:
+Every few seconds the `original/` tree is listed and the version's files taken,
+whoever wrote them (`imaginem ingest`, Azure Storage Explorer, azcopy), or, for a
+large container, blob-created events are read from a Storage Queue. Each file goes on once:
 a stateful step keyed by path lets a path through the first time only. A file is
 then read, hashed and joined with the results the store already has for its bytes,
 so an image a batch run or an earlier watch computed is not computed again.
@@ -52,7 +53,10 @@ def arrived_entry(corpus_root: str, corpus_version: str, uri: str) -> ManifestEn
     prefix = paths.join(corpus_root, paths.ORIGINAL_DIR) + "/"
     if not uri.startswith(prefix):
         return None
-    *folders, version, name = uri[len(prefix) :].split("/")
+    parts = uri[len(prefix) :].split("/")
+    if len(parts) < 2:
+        return None  # a file directly in original/ belongs to no version
+    *folders, version, name = parts
     if version != corpus_version or name.startswith(".") or not is_image_name(name):
         return None
     set_path = "/".join(folders)
