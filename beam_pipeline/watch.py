@@ -267,7 +267,10 @@ def watch(argv: list[str]) -> int:
             return 130
         except Exception as error:  # noqa: BLE001 - end on a one-line reason after the traceback
             LOGGER.exception("pipeline failed")
-            print(f"imaginem watch: the pipeline failed: {type(error).__name__}: {error}")
+            print(
+                f"imaginem watch: the pipeline failed: {type(error).__name__}: {error}",
+                file=sys.stderr,
+            )
             return EXIT_FAILED
     print(summary)
     if failures := describe_failures(context.corpus_root, context.corpus_version, plan.step_names):
