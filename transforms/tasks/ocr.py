@@ -92,8 +92,9 @@ class RapidOcr(LocalModel):
     model_id = MODEL_ID
     requires = (("rapidocr", "rapidocr"), ("onnxruntime", "onnxruntime"))
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, memory_arena: bool = False) -> None:
         self._threads = threads
+        self._memory_arena = memory_arena
 
     def load(self) -> Any:
         import_onnxruntime()  # before RapidOCR imports it: telemetry off
@@ -104,6 +105,7 @@ class RapidOcr(LocalModel):
                 "Global.log_level": "error",
                 "EngineConfig.onnxruntime.intra_op_num_threads": self._threads,
                 "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+                "EngineConfig.onnxruntime.enable_cpu_mem_arena": self._memory_arena,
             }
         )
 
