@@ -164,30 +164,37 @@ def _gallery_faces():
     return [("bob", np.full(128, 0.1)), ("ann", np.zeros(128)), ("bob", np.full(128, 0.2))]
 
 
+def _matched(gallery, faces, threshold, count):
+    return match.match_faces(gallery, faces, [f"f{i}" for i in range(len(faces))], threshold, count)
+
+
+def _ranked(found):
+    return [(c["person"], c["distance"]) for c in found["candidates"]]
+
+
 def test_nearest_person_within_threshold():
     gallery = _gallery()
     assert gallery.people == ("ann", "bob")
-    found = match.nearest_people(gallery, np.stack([np.full(128, 0.19), np.full(128, 5.0)]), 0.5)
-    assert found[0][0] == "bob" and found[0][1] == pytest.approx(np.sqrt(128) * 0.01, rel=1e-4)
-    assert found[1][0] is None and found[1][1] > 0.5
-    assert (
-        match.nearest_people(match.Gallery.empty(), np.zeros((2, 128)), 0.5) == [(None, None)] * 2
-    )
+    near, far = _matched(gallery, np.stack([np.full(128, 0.19), np.full(128, 5.0)]), 0.5, 1)
+    assert near["person"] == "bob"
+    assert near["distance"] == pytest.approx(np.sqrt(128) * 0.01, rel=1e-4)
+    assert far["person"] is None and far["distance"] > 0.5
+    for found in _matched(match.Gallery.empty(), np.zeros((2, 128), np.float32), 0.5, 1):
+        assert (found["person"], found["distance"], found["candidates"]) == (None, None, [])
 
 
 def test_candidates_rank_every_person_by_their_nearest_photo_whatever_the_threshold():
     gallery = match.Gallery.from_faces(
         [*_gallery_faces(), ("cyd", np.full(128, 0.15)), ("dee", np.full(128, 3.0))]
     )
-    faces = np.stack([np.full(128, 0.19), np.full(128, 5.0)])
-    ranked = match.ranked_people(gallery, faces, 3)
+    faces = np.stack([np.full(128, 0.19), np.full(128, 5.0)]).astype(np.float32)
+    ranked = [_ranked(found) for found in _matched(gallery, faces, 0.5, 3)]
     assert [name for name, _ in ranked[0]] == ["bob", "cyd", "ann"]  # bob's nearer photo
     assert ranked[0][0][1] == pytest.approx(np.sqrt(128) * 0.01, rel=1e-4)
     assert [name for name, _ in ranked[1]] == ["dee", "bob", "cyd"]  # far from all: still ranked
     for row in ranked:
         assert [d for _, d in row] == sorted(d for _, d in row)
-    assert match.ranked_people(gallery, faces, 10)[0][-1][0] == "dee"  # at most every person
-    assert match.ranked_people(match.Gallery.empty(), faces, 3) == [[], []]
+    assert _ranked(_matched(gallery, faces, 0.5, 10)[0])[-1][0] == "dee"  # at most every person
 
 
 def test_clusters_link_close_faces_and_are_named_by_their_smallest_id():

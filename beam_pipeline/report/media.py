@@ -52,18 +52,14 @@ def _made(picture: Picture) -> bytes:
 
 def _write(folder: str, picture: Picture) -> str | None:
     """Writes one picture unless present; its path, or None if it cannot be had."""
-    target = os.path.join(folder, picture.path)
-    if os.path.exists(target):
-        return picture.path
+
+    def picture_bytes() -> bytes:
+        return storage.read_bytes(picture.source) if picture.copy else _made(picture)
+
     try:
-        data = storage.read_bytes(picture.source) if picture.copy else _made(picture)
+        storage.write_unless_exists(os.path.join(folder, picture.path), picture_bytes)
     except (OSError, DecodeError, ValueError, Image.DecompressionBombError):
         return None
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    partial = f"{target}.partial-{os.getpid()}"
-    with open(partial, "wb") as out:
-        out.write(data)
-    os.replace(partial, target)
     return picture.path
 
 

@@ -166,21 +166,6 @@ def _ranked(gallery: Gallery, per_person: np.ndarray, count: int) -> list[list[t
     ]
 
 
-def ranked_people(
-    gallery: Gallery, embeddings: np.ndarray, count: int
-) -> list[list[tuple[str, float]]]:
-    """For each embedding: the `count` nearest gallery people, nearest first, each
-    with the distance to their nearest photo, whatever the threshold."""
-    return _ranked(gallery, person_distances(gallery, embeddings), count)
-
-
-def nearest_people(
-    gallery: Gallery, embeddings: np.ndarray, threshold: float
-) -> list[tuple[str | None, float | None]]:
-    """For each embedding: (person within threshold or None, distance to the nearest)."""
-    return [_decided(ranked, threshold) for ranked in ranked_people(gallery, embeddings, 1)]
-
-
 def _decided(ranked: list[tuple[str, float]], threshold: float) -> tuple[str | None, float | None]:
     """The nearest candidate if within `threshold`, and its distance."""
     if not ranked:
