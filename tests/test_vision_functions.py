@@ -245,3 +245,27 @@ def test_face_rows_join_every_face_step():
     )
     assert row["person"] is None and row["distance"] == 0.7 and row["source_path"] == "p/a.jpg"
     assert face_rows(ImageRecord(entry=entry), {}) == []
+
+
+def test_the_text_detector_never_magnifies_and_shrinks_large_images_at_most_by_half():
+    assert ocr.detector_side(872, 386) == ocr.DETECTOR_SIDE  # read at its own size
+    assert ocr.detector_side(1600, 1200) == ocr.DETECTOR_SIDE
+    assert ocr.detector_side(4000, 3000) == 2000
+
+
+def test_each_tile_shows_the_part_of_the_image_it_stands_for():
+    image = Image.new("RGB", (1600, 900), (60, 60, 60))
+    image.paste((255, 255, 255), (1200, 500, 1240, 540))  # a 40 px white square
+    search = blazeface.face_search(image, 0.03)
+    assert len({tile.side for tile in search.tiles}) > 1
+    holding = 0
+    for tile, pixels in zip(search.tiles, search.pixels, strict=True):
+        scale = blazeface.INPUT_SIZE / tile.side
+        x, y = round((1220 - tile.left) * scale), round((520 - tile.top) * scale)
+        if 0 <= x < blazeface.INPUT_SIZE and 0 <= y < blazeface.INPUT_SIZE:
+            holding += 1
+            assert pixels[y, x].min() > 200, (tile, pixels[y, x])
+        corner = round((0 - tile.left) * scale), round((0 - tile.top) * scale)
+        if corner[1] > 0:  # the letterbox above the whole image is black
+            assert pixels[corner[1] - 1].max() == 0
+    assert holding >= 2

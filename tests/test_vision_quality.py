@@ -1,6 +1,5 @@
 """The full step list on the sample corpus's real photos: what the models must get right."""
 
-import difflib
 import io
 import json
 import os
@@ -10,6 +9,8 @@ from PIL import Image
 from beam_pipeline.cli import main
 from beam_pipeline.run import run
 from beam_pipeline.summary import step_counters, summarize
+from bench import ocr_set
+from bench.ocr_set import character_accuracy, text_examples
 from tests.corpus_files import files_under, table_rows
 from transforms.tables import schemas
 from transforms.tables.schemas import FACES
@@ -80,20 +81,24 @@ def test_faces_found_where_they_are_and_nowhere_else(sample_run):
         assert images[path]["facedetection"]["faces"] == [], path
 
 
-def _character_accuracy(expected: str, found: str) -> float:
-    matcher = difflib.SequenceMatcher(None, expected, found, autojunk=False)
-    return sum(block.size for block in matcher.get_matching_blocks()) / len(expected)
-
-
 def test_ocr_reads_rendered_text(sample_run):
     with open(os.path.join(sample_run["drop"], RENDERED, "ground_truth.json")) as handle:
         truth = json.load(handle)
     assert {"plain.png", "rotated.png", "noisy.png", "low-contrast.png"} <= set(truth)
     for file_name, expected in truth.items():
         result = sample_run["images"][RENDERED + file_name]["ocr"]
-        accuracy = _character_accuracy(expected, result["text"])
+        accuracy = character_accuracy(expected, result["text"])
         assert accuracy >= 0.95, (file_name, accuracy, result["text"])
         assert all(len(line["box"]) == 4 and 0 < line["score"] <= 1 for line in result["lines"])
+
+
+def test_ocr_reads_small_text_in_a_large_photo(tmp_path):
+    """20 px text in a 3000 px photo: shrunk to a 960 px detector input it is lost."""
+    (example,) = [
+        e for e in text_examples(str(tmp_path)) if e.kind == "photo" and e.name.endswith("-20px")
+    ]
+    assert max(example.image.size) == 3000
+    assert character_accuracy(example.text, ocr_set.local_reader()(example.image)) >= 0.95
 
 
 def test_faces_table_matches_gallery_and_clusters_the_rest(sample_run):

@@ -3,12 +3,19 @@
 RapidOCR runs PaddleOCR's detection, orientation and recognition networks (the
 ONNX files inside the `rapidocr` wheel) on onnxruntime. A page with no text costs
 one detection pass: recognition only runs on the regions detection found.
+
+Detection is most of the cost, and it grows with the pixels it sees. RapidOCR's own
+default magnifies every image until its short side is 736 px (a 872x386 page became
+1664x736); here an image up to DETECTOR_SIDE px is read at its own size and a larger
+one is shrunk, but never below MIN_DETECTOR_SCALE, so that text 16 px tall in a large
+photo still reaches the detector at the 8 px it needs (`bench.ocr_quality`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any
 
 import apache_beam as beam
@@ -25,9 +32,11 @@ from transforms.settings import setting
 from transforms.tasks.base import Step, StepContext
 from transforms.tasks.on_api import model_parameters, on_chosen_backend
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"  # 2: the detector's input sized by `detector_side`
 MODEL_ID = "rapidocr-3.10-ppocrv6-small"
 DEFAULT_MIN_SCORE = 0.5
+DETECTOR_SIDE = 960
+MIN_DETECTOR_SCALE = 0.5
 
 _POINT = pa.struct([("x", pa.float32()), ("y", pa.float32())])
 RESULT_TYPE = pa.struct(
@@ -86,6 +95,11 @@ def ocr_result(
     }
 
 
+def detector_side(width: int, height: int) -> int:
+    """The longest side the text detector sees of a `width` x `height` image."""
+    return max(DETECTOR_SIDE, math.ceil(max(width, height) * MIN_DETECTOR_SCALE))
+
+
 class RapidOcr(LocalModel):
     """RapidOCR with its bundled PP-OCR models; one image per call."""
 
@@ -106,11 +120,20 @@ class RapidOcr(LocalModel):
                 "EngineConfig.onnxruntime.intra_op_num_threads": self._threads,
                 "EngineConfig.onnxruntime.inter_op_num_threads": 1,
                 "EngineConfig.onnxruntime.enable_cpu_mem_arena": self._memory_arena,
+                "Det.limit_type": "max",
+                "Det.limit_side_len": DETECTOR_SIDE,
             }
         )
 
     def predict(self, loaded: Any, inputs: list[np.ndarray]) -> list[Any]:
-        return [loaded(pixels) for pixels in inputs]
+        return [self._read(loaded, pixels) for pixels in inputs]
+
+    @staticmethod
+    def _read(loaded: Any, pixels: np.ndarray) -> Any:
+        # The detector's size limit is read on every call; calls to a loaded model
+        # never overlap (`run_model`).
+        loaded._load_det_model().limit_side_len = detector_side(pixels.shape[1], pixels.shape[0])
+        return loaded(pixels)
 
 
 def _prepare(record: ImageRecord) -> np.ndarray:
@@ -193,7 +216,12 @@ def _build(context: StepContext) -> beam.PTransform:
 
 def _parameters(context: StepContext) -> dict[str, Any]:
     settings = context.settings_for(OcrSettings)
-    return model_parameters(settings, MODEL_ID, min_score=settings.min_score)
+    local = (
+        {}
+        if settings.api()
+        else {"detector_side": DETECTOR_SIDE, "min_detector_scale": MIN_DETECTOR_SCALE}
+    )
+    return model_parameters(settings, MODEL_ID, min_score=settings.min_score, **local)
 
 
 STEP = Step(

@@ -19,7 +19,7 @@ from transforms.remote.registry import api_of, backend_setting
 from transforms.settings import setting
 from transforms.tasks.faces import blazeface
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"  # 2: tiles sized by `blazeface.tiles` as of this version
 
 POINT = pa.struct([("x", pa.float32()), ("y", pa.float32())])
 BOX = pa.struct(
