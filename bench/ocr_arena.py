@@ -32,7 +32,8 @@ def _read_all(arena: bool, paths: list[str], answer) -> None:
     loaded = model.load()
     images = [np.asarray(Image.open(path).convert("RGB"))[:, :, ::-1] for path in paths]
     started = time.perf_counter()
-    texts = [[line.text for line in ocr.text_lines(loaded(p), 0.0)] for p in images]
+    outputs = [model.predict(loaded, [pixels])[0] for pixels in images]
+    texts = [[line.text for line in ocr.text_lines(output, 0.0)] for output in outputs]
     seconds = time.perf_counter() - started
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     answer.send({"seconds": seconds, "peak_mib": peak_kib / 1024, "texts": texts})

@@ -1,7 +1,7 @@
 """Text with known ground truth, and how well an OCR model reads it.
 
-Two kinds of image: rendered pages (small print from 12 px, noise, low contrast)
-and sample photos enlarged to 2000-4000 px with a two-line label of small text
+Two kinds of image: rendered pages (small print from 12 px, full pages of it,
+noise, low contrast) and sample photos enlarged to 2000-4000 px with a two-line label of small text
 (16-40 px) pasted in, the case a cap on the detector's input would lose.
 
     python -m bench.ocr_set   # character accuracy and time of the default OCR model
@@ -24,6 +24,7 @@ from PIL import Image
 from transforms.corpus.sample import RENDERED_LINES, build_sample_corpus, render_text
 
 PAGE_FONT_SIZES = (12, 16, 20, 28)
+DENSE_PAGES = [(12, 60), (14, 50), (16, 40)]  # (font size, lines)
 # (longest side of the photo, font size of the label in it)
 PHOTO_LABELS = [(2000, 16), (2000, 24), (3000, 20), (3000, 26), (3000, 32), (4000, 24), (4000, 30)]
 PHOTOS = [
@@ -57,6 +58,13 @@ def text_examples(sample_dir: str, seed: int = 3) -> list[TextExample]:
         TextExample(f"page-{size}px", "page", render_text(RENDERED_LINES, font_size=size), truth)
         for size in PAGE_FONT_SIZES
     ]
+    # Full pages of small print, over 1000 px tall: what shrinking a page costs.
+    shifted = RENDERED_LINES[1:] + RENDERED_LINES[:1]
+    rows = [f"{a} / {b}" for a, b in zip(RENDERED_LINES, shifted, strict=True)]
+    for size, count in DENSE_PAGES:
+        lines = (rows * count)[:count]
+        page = render_text(lines, font_size=size)
+        examples.append(TextExample(f"full-page-{size}px", "page", page, "\n".join(lines)))
     rng = np.random.default_rng(seed)
     plain = render_text(RENDERED_LINES, font_size=20)
     noise = rng.normal(0, 28, size=(plain.height, plain.width, 1))

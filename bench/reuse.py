@@ -25,7 +25,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from beam_pipeline.run import plan_run, run
-from bench.vision_throughput import STEPS, PeakMemory, make_drop
+from bench.pipeline_once import STEPS
+from bench.vision_throughput import PeakMemory, make_drop
 from transforms.corpus.ingest import ingest_drop
 from transforms.corpus.sample import build_sample_gallery
 from transforms.tables import delta, schemas

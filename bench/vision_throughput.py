@@ -4,9 +4,11 @@ The floor is the same models called in a plain Python loop over the same images,
 in as many processes as the pipeline has workers, each process loading its models
 once and taking the next image whenever it is free. Both include process start-up
 and model loading. The two are run alternately, several times, and medians are
-compared.
+compared. With `--baseline REV`, the pipeline of an earlier commit runs on the
+same images in the same rounds, and the quality guard (`bench.quality_guard`)
+runs once on each tree.
 
-    python -m bench.vision_throughput --images 240 --repeats 5
+    python -m bench.vision_throughput --images 240 --repeats 5 --baseline 32cdd10
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import multiprocessing
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -26,14 +29,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from beam_pipeline.run import run
 from transforms.corpus.ingest import ingest_drop, read_manifest
 from transforms.corpus.sample import build_sample_corpus, build_sample_gallery
 from transforms.tasks import classify, ocr
 from transforms.tasks.decode import DEFAULT_MAX_PIXELS, decode_image
 from transforms.tasks.faces import align, blazeface, crop, detection, embed
-
-STEPS = "generalclassification,ocr,facedetection,facecrop,faceprint,facematch,pipelineoutput"
 
 
 def make_drop(folder: Path, images: int, seed: int = 7) -> None:
@@ -168,44 +168,47 @@ def run_floor(uris: list[str], processes: int) -> tuple[float, dict[str, list[fl
     return elapsed, merged
 
 
-def run_pipeline(root: str, gallery: str, processes: int) -> tuple[float, dict]:
-    shutil.rmtree(os.path.join(root, "transform"), ignore_errors=True)
-    started = time.perf_counter()
-    result = run(
-        [
-            "--corpus",
-            root,
-            "--version",
-            "v1",
-            "--steps",
-            STEPS,
-            "--gallery",
-            gallery,
-            # Every run computes: stored results would otherwise be reused.
-            "--recompute",
-            "all",
-            "--direct_num_workers",
-            str(processes),
-            "--direct_running_mode",
-            "multi_processing",
-        ]
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def baseline_tree(revision: str, folder: Path) -> Path:
+    """The source of `revision`, with this tree's benchmark modules (which only call
+    what both trees have), so the same measurements run on the older code."""
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPOSITORY), "archive", revision],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    for module in (REPOSITORY / "bench").glob("*.py"):
+        shutil.copy(module, folder / "bench" / module.name)
+    return folder
+
+
+def in_tree(tree: Path, module: str, *args: str) -> dict:
+    """Runs `python -m module args` on the code of `tree`; its last line of output, as JSON."""
+    finished = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
     )
-    elapsed = time.perf_counter() - started
-    sums: dict[str, dict[str, tuple[int, int]]] = {}
-    for distribution in result.metrics().query()["distributions"]:
-        key, value = distribution.key.metric, distribution.committed
-        if key.name in ("inference_batch_latency_micro_secs", "inference_request_batch_size"):
-            sums.setdefault(key.namespace, {})[key.name] = (value.count, value.sum)
-    batches = {}
-    for model, found in sums.items():
-        count, images = found["inference_request_batch_size"]
-        _, latency_us = found["inference_batch_latency_micro_secs"]
-        batches[model] = {
-            "batches": count,
-            "mean_batch_size": round(images / count, 2),
-            "ms_per_image": round(latency_us / images / 1000, 1),
-        }
-    return elapsed, batches
+    if finished.returncode:
+        raise RuntimeError(f"{module} in {tree} failed:\n{finished.stderr[-3000:]}")
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def run_pipeline(tree: Path, root: str, gallery: str, processes: int) -> tuple[float, dict]:
+    """Seconds (including the process's start and imports) and batches per model."""
+    started = time.perf_counter()
+    answer = in_tree(tree, "bench.pipeline_once", root, gallery, str(processes))
+    return time.perf_counter() - started, answer["batches"]
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -213,51 +216,56 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=240)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--processes", type=int, default=os.cpu_count())
+    parser.add_argument("--baseline", help="a git revision whose pipeline runs alongside")
     parser.add_argument("--work-dir", help="keep the corpus here (default: a temp folder)")
     args = parser.parse_args(argv)
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="imaginem-bench-"))
-    drop, root, gallery = work / "drop", str(work / "corpus"), str(work / "gallery")
+    drop, gallery = work / "drop", str(work / "gallery")
     if not drop.exists():
         make_drop(drop, args.images)
         build_sample_gallery(str(work / "sources"), gallery)
-    ingest_drop(str(drop), root, "v1")
-    uris = [entry.uri for entry in read_manifest(root, "v1")]
+    trees = {"pipeline": REPOSITORY}
+    if args.baseline:
+        trees["baseline"] = baseline_tree(args.baseline, work / "baseline-tree")
+    roots = {name: str(work / f"corpus-{name}") for name in trees}
+    for root in roots.values():
+        ingest_drop(str(drop), root, "v1")
+    uris = [entry.uri for entry in read_manifest(roots["pipeline"], "v1")]
     classify.onnx_model_path()  # the one-time export is not part of either measurement
 
-    floors, pipelines, floor_memory, pipeline_memory = [], [], [], []
+    seconds: dict[str, list[float]] = {"floor": [], **{name: [] for name in trees}}
+    memory: dict[str, int] = dict.fromkeys(seconds, 0)
     floor_timings, batches = {}, {}
     for repeat in range(args.repeats):
-        with PeakMemory() as memory:
-            elapsed, floor_timings = run_floor(uris, args.processes)
-        floors.append(elapsed)
-        floor_memory.append(memory.peak_bytes)
-        with PeakMemory() as memory:
-            elapsed, batches = run_pipeline(root, gallery, args.processes)
-        pipelines.append(elapsed)
-        pipeline_memory.append(memory.peak_bytes)
-        print(
-            f"repeat {repeat + 1}: floor {floors[-1]:.1f}s, pipeline {pipelines[-1]:.1f}s",
-            file=sys.stderr,
-        )
+        for name in seconds:
+            with PeakMemory() as peak:
+                if name == "floor":
+                    elapsed, floor_timings = run_floor(uris, args.processes)
+                else:
+                    elapsed, batches[name] = run_pipeline(
+                        trees[name], roots[name], gallery, args.processes
+                    )
+            seconds[name].append(elapsed)
+            memory[name] = max(memory[name], peak.peak_bytes)
+        times = ", ".join(f"{name} {values[-1]:.1f}s" for name, values in seconds.items())
+        print(f"repeat {repeat + 1}: {times}", file=sys.stderr)
 
-    floor_rate = len(uris) / statistics.median(floors)
-    pipeline_rate = len(uris) / statistics.median(pipelines)
+    floor_rate = len(uris) / statistics.median(seconds["floor"])
+    pipeline_rate = len(uris) / statistics.median(seconds["pipeline"])
     report = {
         "images": len(uris),
         "processes": args.processes,
-        "floor_seconds": [round(s, 1) for s in floors],
-        "pipeline_seconds": [round(s, 1) for s in pipelines],
-        "floor_images_per_second": round(floor_rate, 2),
+        "seconds": {name: [round(s, 1) for s in values] for name, values in seconds.items()},
+        "median_seconds": {name: _median(values) for name, values in seconds.items()},
         "pipeline_images_per_second": round(pipeline_rate, 2),
         "pipeline_to_floor": round(pipeline_rate / floor_rate, 3),
-        # Each pipeline run against the floor run just before it: less exposed to
+        # Each pipeline run against the floor run of the same round: less exposed to
         # the machine's load drifting over the whole benchmark.
-        "pipeline_to_floor_by_pair": [
-            round(f / p, 3) for f, p in zip(floors, pipelines, strict=True)
+        "pipeline_to_floor_by_round": [
+            round(f / p, 3) for f, p in zip(seconds["floor"], seconds["pipeline"], strict=True)
         ],
-        "floor_peak_rss_mib": round(max(floor_memory) / 2**20),
-        "pipeline_peak_rss_mib": round(max(pipeline_memory) / 2**20),
+        "peak_rss_mib": {name: round(value / 2**20) for name, value in memory.items()},
         "floor_median_ms_per_image": {
             name: round(statistics.median(values) * 1000, 1)
             for name, values in floor_timings.items()
@@ -268,6 +276,17 @@ def main(argv: list[str] | None = None) -> None:
         },
         "pipeline_batches": batches,
     }
+    if args.baseline:
+        report["speedup_over_baseline"] = round(
+            statistics.median(seconds["baseline"]) / statistics.median(seconds["pipeline"]), 3
+        )
+        report["speedup_by_round"] = [
+            round(b / p, 3) for b, p in zip(seconds["baseline"], seconds["pipeline"], strict=True)
+        ]
+        report["quality"] = {
+            name: in_tree(tree, "bench.quality_guard", str(work / f"quality-{name}"))
+            for name, tree in trees.items()
+        }
     print(json.dumps(report, indent=2))
 
 

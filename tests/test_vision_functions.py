@@ -247,10 +247,10 @@ def test_face_rows_join_every_face_step():
     assert face_rows(ImageRecord(entry=entry), {}) == []
 
 
-def test_the_text_detector_never_magnifies_and_shrinks_large_images_at_most_by_half():
-    assert ocr.detector_side(872, 386) == ocr.DETECTOR_SIDE  # read at its own size
-    assert ocr.detector_side(1600, 1200) == ocr.DETECTOR_SIDE
-    assert ocr.detector_side(4000, 3000) == 2000
+def test_the_text_detector_never_magnifies_and_shrinks_large_images_within_a_bound():
+    assert ocr.detector_side(600, 386) == ocr.DETECTOR_SIDE  # read at its own size
+    assert ocr.detector_side(1200, 800) == math.ceil(1200 * ocr.MIN_DETECTOR_SCALE)
+    assert ocr.detector_side(4000, 3000) == math.ceil(4000 * ocr.MIN_DETECTOR_SCALE)
 
 
 def test_each_tile_shows_the_part_of_the_image_it_stands_for():

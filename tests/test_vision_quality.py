@@ -92,13 +92,14 @@ def test_ocr_reads_rendered_text(sample_run):
         assert all(len(line["box"]) == 4 and 0 < line["score"] <= 1 for line in result["lines"])
 
 
-def test_ocr_reads_small_text_in_a_large_photo(tmp_path):
-    """20 px text in a 3000 px photo: shrunk to a 960 px detector input it is lost."""
-    (example,) = [
-        e for e in text_examples(str(tmp_path)) if e.kind == "photo" and e.name.endswith("-20px")
-    ]
-    assert max(example.image.size) == 3000
-    assert character_accuracy(example.text, ocr_set.local_reader()(example.image)) >= 0.95
+def test_ocr_reads_small_print_on_full_pages_and_in_large_photos(tmp_path):
+    """Cases a plain cap on the detector's input loses: 16 px print on a 1000 px page,
+    20 px text in a 3000 px photo."""
+    examples = {example.name: example for example in text_examples(str(tmp_path))}
+    read = ocr_set.local_reader()
+    for name in ("full-page-16px", "photo-3000x2002-20px"):
+        example = examples[name]
+        assert character_accuracy(example.text, read(example.image)) >= 0.95, name
 
 
 def test_faces_table_matches_gallery_and_clusters_the_rest(sample_run):
