@@ -2,9 +2,9 @@
 
 The floor is the same models called in a plain Python loop over the same images,
 in as many processes as the pipeline has workers, each process loading its models
-once and taking the next image whenever it is free. Both include process start-up
-and model loading. The two are run alternately, several times, and medians are
-compared. With `--baseline REV`, the pipeline of an earlier commit runs on the
+once and taking the next image whenever it is free. Both include starting their
+worker processes and loading the models. The two are run alternately, several times,
+and medians are compared. With `--baseline REV`, the pipeline of an earlier commit runs on the
 same images in the same rounds, and the quality guard (`bench.quality_guard`)
 runs once on each tree.
 
@@ -201,10 +201,10 @@ def in_tree(tree: Path, module: str, *args: str) -> dict:
 
 
 def run_pipeline(tree: Path, root: str, gallery: str, processes: int) -> tuple[float, dict]:
-    """Seconds (including the process's start and imports) and batches per model."""
-    started = time.perf_counter()
+    """Seconds from the pipeline's start (after the driver's imports, like the floor
+    from its pool's start) to its end, and batches per model."""
     answer = in_tree(tree, "bench.pipeline_once", root, gallery, str(processes))
-    return time.perf_counter() - started, answer["batches"]
+    return answer["seconds"], answer["batches"]
 
 
 def _median(values: list[float]) -> float:

@@ -269,3 +269,11 @@ def test_each_tile_shows_the_part_of_the_image_it_stands_for():
         if corner[1] > 0:  # the letterbox above the whole image is black
             assert pixels[corner[1] - 1].max() == 0
     assert holding >= 2
+
+
+def test_ocr_engine_is_checked_before_the_run(monkeypatch):
+    with pytest.raises(ValueError, match="--ocr-engine must be one of"):
+        ocr.OcrSettings(engine="tesseract")
+    monkeypatch.setattr(ocr, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r"pip install 'imaginem-beam\[openvino\]'"):
+        ocr.OcrSettings(engine="openvino")

@@ -4,6 +4,7 @@ import io
 import json
 import os
 
+import numpy as np
 from PIL import Image
 
 from beam_pipeline.cli import main
@@ -100,6 +101,21 @@ def test_ocr_reads_small_print_on_full_pages_and_in_large_photos(tmp_path):
     for name in ("full-page-16px", "photo-3000x2002-20px"):
         example = examples[name]
         assert character_accuracy(example.text, read(example.image)) >= 0.95, name
+
+
+def test_ocr_on_openvino_reads_what_onnxruntime_reads(tmp_path):
+    examples = {example.name: example for example in text_examples(str(tmp_path))}
+    pages = [examples[name].image for name in ("page-12px", "page-20px-noisy")]
+    texts = {}
+    for engine in ocr.ENGINES:
+        model = ocr.RapidOcr(engine=engine)
+        loaded = model.load()
+        texts[engine] = [
+            [line.text for line in ocr.text_lines(output, ocr.DEFAULT_MIN_SCORE)]
+            for output in model.predict(loaded, [np.asarray(page)[:, :, ::-1] for page in pages])
+        ]
+    assert texts[ocr.OPENVINO] == texts[ocr.ONNXRUNTIME]
+    assert all(len(lines) == 4 for lines in texts[ocr.OPENVINO])
 
 
 def test_faces_table_matches_gallery_and_clusters_the_rest(sample_run):
