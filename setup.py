@@ -51,7 +51,7 @@ setup(
         "sample": ["scikit-image>=0.24", "scikit-learn>=1.5"],
         # `--ocr-engine openvino`: OCR on OpenVINO instead of onnxruntime.
         "openvino": ["openvino==2026.4.1"],
-        "test": ["pytest>=8", "duckdb>=1.1", "polars>=1.0", "ruff>=0.6"],
+        "test": ["pytest>=8", "duckdb>=1.1", "polars>=1.0", "ruff>=0.6", "openvino==2026.4.1"],
     },
     entry_points={"console_scripts": ["imaginem=beam_pipeline.cli:main"]},
 )

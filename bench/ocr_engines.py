@@ -23,7 +23,6 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from bench.vision_throughput import make_drop
@@ -32,15 +31,15 @@ from transforms.tasks import ocr
 CONFIGURATIONS = {
     "onnxruntime": {},
     "onnxruntime, arena on": {"memory_arena": True},
-    "openvino": {"engine": "openvino"},
+    "openvino": {"engine": ocr.OPENVINO},
 }
 
 
 def _read_share(options: dict, paths: list[str], start, answer) -> None:
     model = ocr.RapidOcr(threads=1, **options)
     loaded = model.load()
-    images = [np.asarray(Image.open(path).convert("RGB"))[:, :, ::-1] for path in paths]
-    start.wait()  # both processes loaded: only reading is timed
+    images = [ocr.bgr_pixels(Image.open(path).convert("RGB")) for path in paths]
+    start.wait(timeout=600)  # both processes loaded: only reading is timed
     started = time.perf_counter()
     outputs = [model.predict(loaded, [pixels])[0] for pixels in images]
     seconds = time.perf_counter() - started
@@ -59,9 +58,15 @@ def _once(options: dict, paths: list[str], processes: int = 2) -> dict:
         share = paths[index::processes]
         worker = context.Process(target=_read_share, args=(options, share, start, send))
         worker.start()
+        send.close()  # a worker that dies closes the pipe's last writer: recv fails
         pipes.append(receive)
         workers.append(worker)
-    answers = [pipe.recv() for pipe in pipes]
+    try:
+        answers = [pipe.recv() for pipe in pipes]
+    except EOFError:
+        for worker in workers:
+            worker.kill()
+        raise RuntimeError(f"an OCR process with {options or 'the defaults'} failed") from None
     for worker in workers:
         worker.join()
     texts = [None] * len(paths)
@@ -82,7 +87,7 @@ def main() -> None:
     configurations = {
         name: options
         for name, options in CONFIGURATIONS.items()
-        if options.get("engine") != "openvino" or find_spec("openvino")
+        if options.get("engine") != ocr.OPENVINO or find_spec("openvino")
     }
     base = Path(tempfile.mkdtemp(prefix="ocr-engines-"))
     try:

@@ -2,7 +2,7 @@
 
 Two kinds of image: rendered pages (small print from 12 px, full pages of it,
 noise, low contrast) and sample photos enlarged to 2000-4000 px with a two-line label of small text
-(16-40 px) pasted in, the case a cap on the detector's input would lose.
+(16-32 px) pasted in, the case a cap on the detector's input would lose.
 
     python -m bench.ocr_set   # character accuracy and time of the default OCR model
 """
@@ -116,8 +116,7 @@ def local_reader():
     loaded = model.load()
 
     def read(image: Image.Image) -> str:
-        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
-        (output,) = model.predict(loaded, [bgr])
+        (output,) = model.predict(loaded, [ocr.bgr_pixels(image.convert("RGB"))])
         return "\n".join(line.text for line in ocr.text_lines(output, ocr.DEFAULT_MIN_SCORE))
 
     return read

@@ -4,9 +4,9 @@ The floor is the same models called in a plain Python loop over the same images,
 in as many processes as the pipeline has workers, each process loading its models
 once and taking the next image whenever it is free. Both include starting their
 worker processes and loading the models. The two are run alternately, several times,
-and medians are compared. With `--baseline REV`, the pipeline of an earlier commit runs on the
-same images in the same rounds, and the quality guard (`bench.quality_guard`)
-runs once on each tree.
+and medians are compared. With `--baseline REV`, the pipeline of an earlier commit
+runs on the same images in the same rounds (each round in another order), and the
+quality guard (`bench.quality_guard`) runs once on each tree.
 
     python -m bench.vision_throughput --images 240 --repeats 5 --baseline 32cdd10
 """
@@ -143,7 +143,7 @@ def _floor_image(uri: str) -> dict[str, float]:
         data = handle.read()
     image = timed("decode", decode_image, data, DEFAULT_MAX_PIXELS, False).image
     predict("classify", classify.preprocess(image))
-    predict("ocr", np.ascontiguousarray(np.asarray(image)[:, :, ::-1]))
+    predict("ocr", ocr.bgr_pixels(image))
     faces = predict("detect", blazeface.face_search(image, blazeface.DEFAULT_MIN_FACE_FRACTION))
     upright = [
         align.upright_face(image, detection.box_of(face), *detection.eyes(face))
@@ -174,7 +174,8 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 def baseline_tree(revision: str, folder: Path) -> Path:
     """The source of `revision`, with this tree's benchmark modules (which only call
     what both trees have), so the same measurements run on the older code."""
-    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)  # nothing left of another revision
+    (folder / "bench").mkdir(parents=True)
     archive = subprocess.run(
         ["git", "-C", str(REPOSITORY), "archive", revision],
         check=True,
@@ -191,13 +192,17 @@ def in_tree(tree: Path, module: str, *args: str) -> dict:
     finished = subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=tree,
-        env={**os.environ, "PYTHONPATH": str(tree)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), *_python_path()])},
         capture_output=True,
         text=True,
     )
     if finished.returncode:
         raise RuntimeError(f"{module} in {tree} failed:\n{finished.stderr[-3000:]}")
     return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def _python_path() -> list[str]:
+    return [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
 
 
 def run_pipeline(tree: Path, root: str, gallery: str, processes: int) -> tuple[float, dict]:
@@ -237,8 +242,10 @@ def main(argv: list[str] | None = None) -> None:
     seconds: dict[str, list[float]] = {"floor": [], **{name: [] for name in trees}}
     memory: dict[str, int] = dict.fromkeys(seconds, 0)
     floor_timings, batches = {}, {}
+    names = list(seconds)
     for repeat in range(args.repeats):
-        for name in seconds:
+        # Each round in another order: no side always runs right after the same one.
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
             with PeakMemory() as peak:
                 if name == "floor":
                     elapsed, floor_timings = run_floor(uris, args.processes)

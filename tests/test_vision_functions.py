@@ -247,10 +247,10 @@ def test_face_rows_join_every_face_step():
     assert face_rows(ImageRecord(entry=entry), {}) == []
 
 
-def test_the_text_detector_never_magnifies_and_shrinks_large_images_within_a_bound():
-    assert ocr.detector_side(600, 386) == ocr.DETECTOR_SIDE  # read at its own size
-    assert ocr.detector_side(1200, 800) == math.ceil(1200 * ocr.MIN_DETECTOR_SCALE)
-    assert ocr.detector_side(4000, 3000) == math.ceil(4000 * ocr.MIN_DETECTOR_SCALE)
+def test_the_text_detector_limit_grows_with_the_image_within_bounds():
+    assert ocr.detector_limit(600, 386) == ocr.DETECTOR_SIDE  # and 600 is never magnified
+    assert ocr.detector_limit(1200, 800) == math.ceil(1200 * ocr.MIN_DETECTOR_SCALE)
+    assert ocr.detector_limit(4000, 3000) == ocr.LARGEST_SIDE
 
 
 def test_each_tile_shows_the_part_of_the_image_it_stands_for():
@@ -261,14 +261,39 @@ def test_each_tile_shows_the_part_of_the_image_it_stands_for():
     holding = 0
     for tile, pixels in zip(search.tiles, search.pixels, strict=True):
         scale = blazeface.INPUT_SIZE / tile.side
-        x, y = round((1220 - tile.left) * scale), round((520 - tile.top) * scale)
-        if 0 <= x < blazeface.INPUT_SIZE and 0 <= y < blazeface.INPUT_SIZE:
+
+        def at(x, y, tile=tile, pixels=pixels, scale=scale):
+            column, row = round((x - tile.left) * scale), round((y - tile.top) * scale)
+            inside = 0 <= column < blazeface.INPUT_SIZE and 0 <= row < blazeface.INPUT_SIZE
+            return pixels[row, column] if inside else None
+
+        if (centre := at(1220, 520)) is not None:
             holding += 1
-            assert pixels[y, x].min() > 200, (tile, pixels[y, x])
-        corner = round((0 - tile.left) * scale), round((0 - tile.top) * scale)
-        if corner[1] > 0:  # the letterbox above the whole image is black
-            assert pixels[corner[1] - 1].max() == 0
+            assert centre.min() > 200, tile
+            for outside in (at(1170, 520), at(1290, 520), at(1220, 470), at(1220, 590)):
+                assert outside is None or outside.max() < 100, tile
+        if tile.top < 0:  # the letterbox above the whole image is black
+            assert pixels[round(-tile.top * scale) - 2].max() == 0
     assert holding >= 2
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_tiles_of_every_level_reach_the_image_edges(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        width, height = (int(side) for side in rng.integers(400, 6001, size=2))
+        fraction = float(rng.choice([0.01, 0.02, 0.03, 0.05]))
+        grid = blazeface.tiles(width, height, blazeface.smallest_face(width, height, fraction))
+        for side in {tile.side for tile in grid}:
+            level = [tile for tile in grid if tile.side == side]
+            assert min(tile.left for tile in level) <= 0 and min(t.top for t in level) <= 0
+            assert max(tile.left + side for tile in level) >= width, (width, height, side)
+            assert max(tile.top + side for tile in level) >= height, (width, height, side)
+            assert not any(
+                tile.touches_inner_edge((width - 5, height - 5, width, height), margin=1)
+                for tile in level
+                if tile.left + side >= width and tile.top + side >= height
+            )
 
 
 def test_ocr_engine_is_checked_before_the_run(monkeypatch):

@@ -103,6 +103,18 @@ def test_ocr_reads_small_print_on_full_pages_and_in_large_photos(tmp_path):
         assert character_accuracy(example.text, read(example.image)) >= 0.95, name
 
 
+def test_the_text_detector_is_given_the_size_its_limit_allows():
+    model = ocr.RapidOcr()
+    loaded = model.load()
+    detector = loaded._load_det_model()
+    seen = []
+    run = detector.session
+    detector.session = lambda batch: seen.append(batch.shape) or run(batch)
+    for width, height, longest in [(600, 380, 608), (1200, 800, 768), (4000, 3000, 1984)]:
+        model.predict(loaded, [np.full((height, width, 3), 255, np.uint8)])
+        assert max(seen[-1][2:]) == longest, (width, height, seen[-1])  # multiples of 32
+
+
 def test_ocr_on_openvino_reads_what_onnxruntime_reads(tmp_path):
     examples = {example.name: example for example in text_examples(str(tmp_path))}
     pages = [examples[name].image for name in ("page-12px", "page-20px-noisy")]
@@ -112,7 +124,7 @@ def test_ocr_on_openvino_reads_what_onnxruntime_reads(tmp_path):
         loaded = model.load()
         texts[engine] = [
             [line.text for line in ocr.text_lines(output, ocr.DEFAULT_MIN_SCORE)]
-            for output in model.predict(loaded, [np.asarray(page)[:, :, ::-1] for page in pages])
+            for output in model.predict(loaded, [ocr.bgr_pixels(page) for page in pages])
         ]
     assert texts[ocr.OPENVINO] == texts[ocr.ONNXRUNTIME]
     assert all(len(lines) == 4 for lines in texts[ocr.OPENVINO])

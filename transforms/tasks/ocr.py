@@ -1,15 +1,17 @@
 """The `ocr` step: text lines with boxes and confidences, from RapidOCR.
 
 RapidOCR runs PaddleOCR's detection, orientation and recognition networks (the
-ONNX files inside the `rapidocr` wheel) on onnxruntime. A page with no text costs
-one detection pass: recognition only runs on the regions detection found.
+ONNX files inside the `rapidocr` wheel) on onnxruntime, or with `--ocr-engine
+openvino` on OpenVINO. A page with no text costs one detection pass: recognition
+only runs on the regions detection found.
 
 Detection is most of the cost, and it grows with the pixels it sees. RapidOCR's own
 default magnifies every image until its short side is 736 px (a 872x386 page became
 1664x736). Here an image up to DETECTOR_SIDE px is read at its own size and a larger
-one is shrunk, but never below MIN_DETECTOR_SCALE: the detector needs text about 8 px
-tall, so print from 12 px up is still found on full pages and in large photos
-(measured on `bench.ocr_set`; at half size, 12 and 16 px print on 1000 px pages was lost).
+one is shrunk, but never below MIN_DETECTOR_SCALE, nor past LARGEST_SIDE (RapidOCR's
+own bound, as before): the detector needs text about 8 px tall, so print from 12 px
+up is still found on full pages and in photos up to 3,000 px (measured on
+`bench.ocr_set`; at half size, 12 and 16 px print on 1000 px pages was lost).
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ from transforms.settings import setting
 from transforms.tasks.base import Step, StepContext
 from transforms.tasks.on_api import model_parameters, on_chosen_backend
 
-STEP_VERSION = "2"  # 2: the detector's input sized by `detector_side`
+STEP_VERSION = "2"  # 2: the detector's input bounded by `detector_limit`
 MODEL_ID = "rapidocr-3.10-ppocrv6-small"
 DEFAULT_MIN_SCORE = 0.5
 ONNXRUNTIME, OPENVINO = "onnxruntime", "openvino"
 ENGINES = (ONNXRUNTIME, OPENVINO)
 DETECTOR_SIDE = 640
 MIN_DETECTOR_SCALE = 0.65
+LARGEST_SIDE = 2000
 
 _POINT = pa.struct([("x", pa.float32()), ("y", pa.float32())])
 RESULT_TYPE = pa.struct(
@@ -100,9 +103,16 @@ def ocr_result(
     }
 
 
-def detector_side(width: int, height: int) -> int:
-    """The longest side the text detector sees of a `width` x `height` image."""
-    return max(DETECTOR_SIDE, math.ceil(max(width, height) * MIN_DETECTOR_SCALE))
+def detector_limit(width: int, height: int) -> int:
+    """The most pixels the text detector is given on the longest side of a `width` x
+    `height` image (a smaller image is never magnified to it)."""
+    wanted = max(DETECTOR_SIDE, math.ceil(max(width, height) * MIN_DETECTOR_SCALE))
+    return min(wanted, LARGEST_SIDE)
+
+
+def bgr_pixels(image: Any) -> np.ndarray:
+    """An RGB image (PIL or array) as RapidOCR takes it: OpenCV's BGR order."""
+    return np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
 
 
 class RapidOcr(LocalModel):
@@ -122,7 +132,8 @@ class RapidOcr(LocalModel):
         self._engine = engine
 
     def load(self) -> Any:
-        import_onnxruntime()  # before RapidOCR imports it: telemetry off
+        if self._engine == ONNXRUNTIME:
+            import_onnxruntime()  # before RapidOCR imports it: telemetry off
         from rapidocr import RapidOCR
 
         params = {
@@ -130,6 +141,7 @@ class RapidOcr(LocalModel):
             "EngineConfig.onnxruntime.intra_op_num_threads": self._threads,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
             "EngineConfig.onnxruntime.enable_cpu_mem_arena": self._memory_arena,
+            "Global.max_side_len": LARGEST_SIDE,
             "Det.limit_type": "max",
             "Det.limit_side_len": DETECTOR_SIDE,
         }
@@ -144,7 +156,10 @@ class RapidOcr(LocalModel):
     def _read(loaded: Any, pixels: np.ndarray) -> Any:
         # The detector's size limit is read on every call; calls to a loaded model
         # never overlap (`run_model`).
-        loaded._load_det_model().limit_side_len = detector_side(pixels.shape[1], pixels.shape[0])
+        detector = loaded._load_det_model()
+        if not hasattr(detector, "limit_side_len"):
+            raise RuntimeError("this RapidOCR has no detector size limit: pin rapidocr 3.10")
+        detector.limit_side_len = detector_limit(pixels.shape[1], pixels.shape[0])
         return loaded(pixels)
 
 
@@ -171,8 +186,7 @@ def _openvino_params(threads: int) -> dict[str, Any]:
 
 
 def _prepare(record: ImageRecord) -> np.ndarray:
-    # RapidOCR follows OpenCV: channels in BGR order.
-    return np.ascontiguousarray(np.asarray(record.image)[:, :, ::-1])
+    return bgr_pixels(record.image)
 
 
 def _attach(record: ImageRecord, output: Any, min_score: float) -> ImageRecord:
@@ -213,7 +227,7 @@ class ExtractText(beam.PTransform):
 
     Args:
         settings: lines recognised with less confidence than `min_score` are dropped.
-        threads: onnxruntime threads per worker process.
+        threads: inference threads per worker process.
 
     Returns:
         Outputs `records` (with an `ocr` result) and `errors`.
@@ -268,6 +282,7 @@ def _parameters(context: StepContext) -> dict[str, Any]:
         else {
             "detector_side": DETECTOR_SIDE,
             "min_detector_scale": MIN_DETECTOR_SCALE,
+            "largest_side": LARGEST_SIDE,
             "engine": settings.engine,
         }
     )

@@ -11,6 +11,7 @@ measures recall on a labelled set.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -151,19 +152,21 @@ def smallest_face(width: int, height: int, min_face_fraction: float) -> float:
 
 
 def _level_sides(longest: float, min_face: float) -> list[float]:
-    """Tile sides from the whole image down, until a `min_face` face is big enough.
+    """Tile sides from the whole image down to where a `min_face` face is
+    1/SMALLEST_IN_INPUT of a tile, in as few levels as LEVEL_SHRINK allows, their
+    ratios equal.
 
-    A level is added while a `min_face` face would be smaller than
-    1/SMALLEST_IN_INPUT of the previous one's tiles. Each
-    level may shrink the tiles by up to LEVEL_SHRINK: the largest faces it must
-    find, those just too small for the previous level, are then still small
-    enough for the model. Tiles stay at least as big as the model's input
-    (magnifying further finds faces too small to embed anyway).
+    Each level must still find the largest faces the previous one may miss, so it
+    shrinks the tiles by at most LEVEL_SHRINK. Tiles stay at least as big as the
+    model's input (magnifying further finds faces too small to embed anyway), and an
+    image under twice that is only searched whole.
     """
-    sides = [float(longest)]
-    while SMALLEST_IN_INPUT * min_face < sides[-1] and sides[-1] / 2 >= INPUT_SIZE:
-        sides.append(max(SMALLEST_IN_INPUT * min_face, sides[-1] / LEVEL_SHRINK, float(INPUT_SIZE)))
-    return sides
+    finest = max(SMALLEST_IN_INPUT * min_face, float(INPUT_SIZE))
+    if finest >= longest or longest / 2 < INPUT_SIZE:
+        return [float(longest)]
+    levels = math.ceil(math.log(longest / finest) / math.log(LEVEL_SHRINK) - 1e-9)
+    ratio = (longest / finest) ** (1 / levels)
+    return [longest / ratio**level for level in range(levels + 1)]
 
 
 def _offsets(length: int, side: float, step: float) -> list[float]:
@@ -179,16 +182,24 @@ def tiles(width: int, height: int, min_face: float) -> list[Tile]:
     """The whole image, then a grid per finer level (`_level_sides`).
 
     A face too small for the previous level lies wholly inside at least one tile
-    of the next: neighbouring tiles overlap by more than such a face, and by no
-    more, which keeps each level to as few tiles as it takes.
+    of the next: neighbouring tiles overlap by TILE_OVERLAP times such a face (and
+    the edge margins on both sides), no more, which keeps each level to as few
+    tiles as it takes.
     """
     longest = max(width, height)
     sides = _level_sides(longest, min_face)
 
-    def tile(left: float, top: float, side: float) -> Tile:
-        # Corners on the pixel grid of the level's resized image (`tile_pixels`).
+    def snapped(start: float, side: float, length: int) -> float:
+        # On the pixel grid of the level's resized image (`tile_pixels`); the last
+        # tile rounded outwards, so that it reaches the image's edge.
         pixel = side / INPUT_SIZE
-        return Tile(round(left / pixel) * pixel, round(top / pixel) * pixel, side, width, height)
+        if start + side < length - 1e-6 * length:
+            return round(start / pixel) * pixel
+        outwards = math.ceil(start / pixel - 1e-9) * pixel
+        return outwards if outwards + side >= length else outwards + pixel
+
+    def tile(left: float, top: float, side: float) -> Tile:
+        return Tile(snapped(left, side, width), snapped(top, side, height), side, width, height)
 
     found = [tile((width - longest) / 2, (height - longest) / 2, longest)]
     for previous, side in zip(sides, sides[1:], strict=False):

@@ -19,7 +19,10 @@ from transforms.remote.registry import api_of, backend_setting
 from transforms.settings import setting
 from transforms.tasks.faces import blazeface
 
-STEP_VERSION = "2"  # 2: tiles sized by `blazeface.tiles` as of this version
+STEP_VERSION = "2"  # 2: the local model's tiles as `blazeface.tiles` lays them out
+# What numbers an API's faces, in their ids: unchanged since step version 1, so that
+# a new local tiling leaves API faces (and the decisions made on them) as they were.
+API_NUMBERING = "step-1"
 
 POINT = pa.struct([("x", pa.float32()), ("y", pa.float32())])
 BOX = pa.struct(
@@ -192,9 +195,7 @@ class FaceDetectionSettings:
         """What decides which faces are found, and so how they are numbered (and the
         chips named)."""
         if api := self.api():
-            return (
-                f"{api.name}/{api.model_version}/step-{STEP_VERSION}/min-score-{self.min_score:g}"
-            )
+            return f"{api.name}/{api.model_version}/{API_NUMBERING}/min-score-{self.min_score:g}"
         return detector_settings(self.min_score, self.min_size)
 
 
