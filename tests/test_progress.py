@@ -15,6 +15,7 @@ from beam_pipeline.progress_view import describe
 from tests import image_factory
 from tests.corpus_files import table_rows
 from transforms.corpus.ingest import ingest_drop
+from transforms.corpus.sample import RENDERED_LINES, render_text
 from transforms.tables import schemas
 
 
@@ -72,8 +73,15 @@ def _run_on_a_terminal(argv: list[str]) -> str:
 
 
 def _ocr_drop(tmp_path, images: int) -> str:
+    """Text pages, each its own: OCR reads one in a few tenths of a second or more, so
+    a run lasts long enough to watch and to interrupt."""
     drop = tmp_path / "drop"
-    files = {f"set/{i:03d}.png": image_factory.png_bytes(64 + i, 48) for i in range(images)}
+    files = {
+        f"set/{i:03d}.png": image_factory.encode(
+            render_text([f"Page {i}", *RENDERED_LINES * 3], font_size=28), "PNG"
+        )
+        for i in range(images)
+    }
     image_factory.write_files(str(drop), files)
     root = str(tmp_path / "corpus")
     ingest_drop(str(drop), root, "v1")

@@ -120,7 +120,7 @@ class RapidOcr(LocalModel):
 
     `engine=OPENVINO` runs the same ONNX files on OpenVINO (`bench.ocr_engines`
     measures it), with its CPU pinning off: pinned, the two workers of a local run
-    share one core.
+    can end up sharing one core.
     """
 
     model_id = MODEL_ID
