@@ -1,10 +1,12 @@
 """One TestPipeline test per composite transform."""
 
 import dataclasses
+import hashlib
 import os
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.dataset as pads
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
@@ -13,7 +15,7 @@ from tests import image_factory
 from tests.conftest import make_test_pipeline
 from transforms import paths
 from transforms.corpus.ingest import read_manifest
-from transforms.corpus.read import ReadCorpus, in_hash_order
+from transforms.corpus.read import MIN_SHARDS, ReadCorpus, shard_count, shard_filter
 from transforms.per_image import ERRORS, RECORDS
 from transforms.records import ErrorRecord, ImageRecord
 from transforms.tables import delta, schemas
@@ -83,13 +85,17 @@ def test_read_corpus_reads_every_file_and_reports_damaged_ones(small_corpus):
     assert _counter(result, "read", "processed") == len(expected)
 
 
-def test_manifest_rows_are_mixed_so_alternating_files_do_not_go_to_one_worker():
-    sides = ("front", "back")
-    rows = [{"source_path": f"prints/{i // 2:03d}-{sides[i % 2]}.jpg"} for i in range(25)]
-    paths_out = [row["source_path"] for row in in_hash_order(rows)]
-    assert sorted(paths_out) == sorted(row["source_path"] for row in rows)  # each row once
-    # Every second row (one worker's share in arrival order) is no longer all fronts.
-    assert {path.split("-")[1] for path in paths_out[::2]} == {"front.jpg", "back.jpg"}
+def test_every_content_falls_in_exactly_one_shard_and_shards_are_even():
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(4000)]
+    table = pa.table({"image_sha256": ["", *hashes]})  # "": a file rejected at ingest
+    shards = 8
+    counts = [
+        pads.dataset(table).to_table(filter=shard_filter(shard, shards)).num_rows
+        for shard in range(shards)
+    ]
+    assert sum(counts) == table.num_rows
+    assert min(counts) > 0.8 * len(hashes) / shards
+    assert shard_count(10) == MIN_SHARDS and shard_count(1_000_000) == 500
 
 
 def test_decode_images_sends_bad_files_to_errors(small_corpus):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.dataset as pads
 from apache_beam.metrics import Metrics
 
 from transforms import paths, progress
@@ -23,9 +25,8 @@ from transforms.records import (
 )
 from transforms.tables import delta, result_store, schemas
 from transforms.tables.delta import version_filter
-from transforms.tables.result_store import ReadStoredResults, ResultPlan, ResultStore
+from transforms.tables.result_store import STORED_COLUMNS, ResultPlan, ResultStore
 
-_TO_READ = "to_read"
 # Output of `ReadCorpus`: image SHA-256 -> every readable file with those bytes.
 ALIASES = "aliases"
 
@@ -91,21 +92,72 @@ def locate(entry: ManifestEntry, corpus_root: str) -> ManifestEntry:
     return dataclasses.replace(entry, uri=uri)
 
 
-def in_hash_order(rows: list[dict]) -> list[dict]:
-    """Rows in the order of their paths' hashes.
+# A version is read in shards: ranges of content hashes, each read, joined with its
+# stored results and processed by one worker without a shuffle in between, so no
+# process ever holds the whole manifest, and no runner buffers its rows (Beam's
+# local runner keeps every element that crosses a shuffle in the driver). Shards are
+# the unit of work a runner deals to its workers: at least `MIN_SHARDS`, so two to
+# eight workers get even shares, and at most about `SHARD_FILES` files each.
+MIN_SHARDS = 8
+SHARD_FILES = 2_000
 
-    Beam's local runner deals each worker every n-th element in arrival order, and
-    the join keeps the manifest's path order, where alike files alternate (the front
-    and back of each scanned print, a page after each photo): split that way, one
-    worker can get all the expensive images. In hash order each share is a random
-    sample.
+
+def shard_count(files: int) -> int:
+    return max(MIN_SHARDS, math.ceil(files / SHARD_FILES))
+
+
+def shard_filter(shard: int, shards: int) -> pads.Expression:
+    """Rows whose `image_sha256` falls in the shard's range of 32-bit hash prefixes.
+
+    The first shard also holds rows without a hash (files rejected at ingest).
     """
-    return sorted(rows, key=lambda row: hashlib.sha256(row["source_path"].encode()).digest())
+    bounds = [f"{(2**32 * index) // shards:08x}" for index in range(shards + 1)]
+    field = pads.field("image_sha256")
+    expression = pads.scalar(True)
+    if shard > 0:
+        expression &= field >= bounds[shard]
+    if shard < shards - 1:
+        expression &= field < bounds[shard + 1]
+    return expression
 
 
-def _read_manifest(corpus_version: str, corpus_root: str):
-    """The version's manifest rows, read on a worker (a manifest can be millions of rows)."""
-    yield from in_hash_order(manifest_rows(corpus_root, corpus_version).to_pylist())
+class _ReadShard(beam.DoFn):
+    """shard index -> (content key, {"files": manifest rows, "stored": stored results})
+    for each content of the shard."""
+
+    def __init__(
+        self,
+        corpus_root: str,
+        corpus_version: str,
+        shards: int,
+        stored: tuple[ResultStore, ResultPlan, int] | None,
+    ) -> None:
+        self._corpus_root = corpus_root
+        self._corpus_version = corpus_version
+        self._shards = shards
+        self._stored = stored  # (store, plan, pinned snapshot version)
+
+    def process(self, shard: int):
+        in_shard = shard_filter(shard, self._shards)
+        where = delta.location(self._corpus_root, schemas.MANIFEST)
+        manifest = delta.read(where, None, version_filter(self._corpus_version) & in_shard)
+        contents: dict[str, dict[str, list]] = {}
+        for row in manifest.to_pylist():
+            key, row = _by_content(row)
+            contents.setdefault(key, {"files": [], "stored": []})["files"].append(row)
+        for sha, stored in self._stored_results(in_shard):
+            if sha in contents:  # else: results of images that are not in this version
+                contents[sha]["stored"].append(stored)
+        yield from contents.items()
+
+    def _stored_results(self, in_shard: pads.Expression):
+        if self._stored is None:
+            return
+        store, plan, version = self._stored
+        table = delta.read(store.location, STORED_COLUMNS, plan.wanted() & in_shard, version)
+        columns = (table.column(name).to_pylist() for name in STORED_COLUMNS)
+        for sha, step, computed_at, result in zip(*columns, strict=True):
+            yield sha, (step, computed_at, result)
 
 
 def _by_content(row: dict):
@@ -140,9 +192,12 @@ def start_record(
 
 
 class _StartImages(beam.DoFn):
-    """One record per distinct content, with its stored results and pending steps.
+    """One record per distinct content, with its stored results and pending steps, and
+    the bytes of its file (or of the first of its copies that reads) when it must be
+    decoded again.
 
-    A record that must be decoded again goes to `to_read`; the others are complete.
+    The bytes are read here rather than after a shuffle: records leave this step as
+    one collection, in the worker that read their shard.
     """
 
     def __init__(self, corpus_root: str, plan: ResultPlan | None) -> None:
@@ -151,37 +206,27 @@ class _StartImages(beam.DoFn):
 
     def setup(self) -> None:
         self._not_read = progress.counter(READ_STEP, "not_needed")
+        self._read = progress.counter(READ_STEP, "processed")
+        self._failed = progress.counter(READ_STEP, "failed")
         self._rejected = Metrics.counter(INGEST_STEP, "failed")
 
     def process(self, keyed):
         _, grouped = keyed
         files = sorted(grouped["files"], key=lambda row: row["source_path"])
-        if files:  # else: stored results of images that are not in this version
-            yield from self._start(files, list(grouped["stored"]))
-
-    def _start(self, files: list[dict], stored: list):
         entries = [locate(ManifestEntry(**row), self._corpus_root) for row in files]
         if entries[0].rejected_reason:
             self._rejected.inc()
             error = RejectedAtIngestError(entries[0].rejected_reason)
             yield _error(entries[0], INGEST_STEP, error)
             return
-        record = start_record(entries, stored, self._plan)
+        record = start_record(entries, list(grouped["stored"]), self._plan)
         if record.must_run(StepName.DECODE):
-            yield beam.pvalue.TaggedOutput(_TO_READ, record)
+            yield from self._with_bytes(record)
         else:
             self._not_read.inc(len(entries))
             yield record
 
-
-class _ReadOriginals(beam.DoFn):
-    """A record with the bytes of its file, or of the first of its copies that reads."""
-
-    def setup(self) -> None:
-        self._read = progress.counter(READ_STEP, "processed")
-        self._failed = progress.counter(READ_STEP, "failed")
-
-    def process(self, record: ImageRecord):
+    def _with_bytes(self, record: ImageRecord):
         # Each file is its own copy of the bytes: one missing or damaged is reported,
         # and the bytes are read from the next.
         readable = []
@@ -202,19 +247,6 @@ class _ReadOriginals(beam.DoFn):
             )
 
 
-@beam.ptransform_fn
-def _DealEvenly(records):  # noqa: N802 - a PTransform, named like one
-    """Records in a shuffle of their own, so the images that must be computed are
-    shared evenly between workers, whatever share of the version was stored (the
-    local runner deals a shuffle's keys to its workers in turn)."""
-    return (
-        records
-        | "ByContent" >> beam.Map(lambda record: (record.entry.image_sha256, record))
-        | "Shuffle" >> beam.GroupByKey()
-        | "Records" >> beam.FlatMap(lambda keyed: keyed[1])
-    )
-
-
 def _aliases(record: ImageRecord):
     """(image SHA-256, its files) for content read from more than one file."""
     if record.aliases:
@@ -228,7 +260,7 @@ def _error(entry: ManifestEntry, step: str, error: Exception):
 @dataclasses.dataclass(eq=False)
 class ReadCorpus(beam.PTransform):
     """Lists a corpus version from its manifest, joins the results stored for its images,
-    and reads the originals that still have a step to run.
+    and reads the originals that still have a step to run, a shard of contents at a time.
 
     Files with the same bytes become one record (the first path, the others as its
     `aliases`), so each content is computed once.
@@ -238,6 +270,7 @@ class ReadCorpus(beam.PTransform):
         corpus_version: the version to read.
         plan: the run's steps and fingerprints; None runs every step on every image.
         store: where results are stored; without it (or a plan) nothing is reused.
+        files: about how many files the version has (how many shards to read).
 
     Returns:
         Outputs `records` (ImageRecord with stored results, and bytes if needed),
@@ -249,42 +282,33 @@ class ReadCorpus(beam.PTransform):
     corpus_version: str
     plan: ResultPlan | None = None
     store: ResultStore | None = None
+    files: int = 0
 
     def __post_init__(self) -> None:
         super().__init__()
         paths.check_version(self.corpus_version)
-        self._stored = (
-            ReadStoredResults(self.store, self.plan) if self.store and self.plan else None
-        )
+        self._stored = None
+        if self.store and self.plan and self.plan.fingerprints:
+            # Pinned now, so every worker reads the same snapshot.
+            snapshot = delta.snapshot(self.store.location)
+            if snapshot is not None:
+                self._stored = (self.store, self.plan, snapshot[0])
 
     def expand(self, pipeline):
-        files = (
-            pipeline
-            | "Version" >> beam.Create([self.corpus_version])
-            | "ReadManifest" >> beam.FlatMap(_read_manifest, self.corpus_root)
-            | "ByContent" >> beam.Map(_by_content)
-        )
-        stored = (
-            pipeline | "ReadStoredResults" >> self._stored
-            if self._stored
-            else pipeline | "NothingStored" >> beam.Create([])
-        )
+        shards = shard_count(self.files)
         started = (
-            {"files": files, "stored": stored}
-            | "JoinStoredResults" >> beam.CoGroupByKey()
+            pipeline
+            | "Shards" >> beam.Create(range(shards))
+            | "ReadShard"
+            >> beam.ParDo(_ReadShard(self.corpus_root, self.corpus_version, shards, self._stored))
             | "StartImages"
             >> beam.ParDo(_StartImages(self.corpus_root, self.plan)).with_outputs(
-                ERRORS, _TO_READ, main=RECORDS
+                ERRORS, main=RECORDS
             )
         )
-        read = (
-            started[_TO_READ]
-            | "DealEvenly" >> _DealEvenly()
-            | "ReadOriginals" >> beam.ParDo(_ReadOriginals()).with_outputs(ERRORS, main=RECORDS)
-        )
-        records = (started[RECORDS], read[RECORDS]) | "AllImages" >> beam.Flatten()
+        records = started[RECORDS]
         return {
             RECORDS: records,
-            ERRORS: (started[ERRORS], read[ERRORS]) | "ReadErrors" >> beam.Flatten(),
+            ERRORS: started[ERRORS],
             ALIASES: records | "Aliases" >> beam.FlatMap(_aliases),
         }

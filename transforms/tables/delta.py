@@ -216,11 +216,13 @@ class Merge:
         update_columns: columns a matched row takes from the source; None for all.
         delete_unmatched: a SQL predicate on the target (alias `t`): its rows that
             no source row matched are deleted (e.g. "t.corpus_version = 'v1'").
+        insert: insert source rows that match none (False: only update).
     """
 
     keys: tuple[str, ...]
     update_columns: tuple[str, ...] | None = None
     delete_unmatched: str | None = None
+    insert: bool = True
 
 
 def merge(
@@ -248,7 +250,8 @@ def merge(
             merger = merger.when_matched_update_all()
         elif plan.update_columns:
             merger = merger.when_matched_update({c: f"s.{c}" for c in plan.update_columns})
-        merger = merger.when_not_matched_insert_all()
+        if plan.insert:
+            merger = merger.when_not_matched_insert_all()
         if plan.delete_unmatched:
             merger = merger.when_not_matched_by_source_delete(plan.delete_unmatched)
         return merger.execute()

@@ -34,8 +34,6 @@ from transforms.tables import delta, schemas
 # Workers commit what they computed at least this often, and at the end of a bundle.
 FLUSH_SECONDS = 10.0
 FLUSH_ROWS = 2000
-# Workers that read the store at once, each a share of its files.
-READ_SHARDS = 16
 NAMESPACE = "results"
 
 
@@ -144,11 +142,12 @@ class ResultStore:
         """(step, computed_at, result JSON) of every stored result the plan can use
         for one image."""
         wanted = plan.wanted() & (pads.field("image_sha256") == image_sha256)
-        table = delta.read(self.location, _COLUMNS[1:], wanted)
+        table = delta.read(self.location, STORED_COLUMNS[1:], wanted)
         return list(zip(*(column.to_pylist() for column in table.columns), strict=True))
 
 
-_COLUMNS = ("image_sha256", "step", "computed_at", "result")
+# What a run reads of each stored result it can reuse.
+STORED_COLUMNS = ("image_sha256", "step", "computed_at", "result")
 
 
 def result_row(
@@ -178,53 +177,6 @@ def _computed_row(record: ImageRecord, step: str, step_fingerprint: str) -> dict
     return result_row(
         entry.image_sha256, step, version, step_fingerprint, result, entry.corpus_version
     )
-
-
-class _ReadStoredShare(beam.DoFn):
-    """share index -> (image SHA-256, (step, computed_at, result JSON)) of that share."""
-
-    def __init__(self, store: ResultStore, plan: ResultPlan, version: int, shares: int) -> None:
-        self._store = store
-        self._plan = plan
-        self._version = version
-        self._shares = shares
-
-    def process(self, share: int):
-        table = delta.read_part(
-            self._store.location, self._version, share, self._shares, _COLUMNS, self._plan.wanted()
-        )
-        for sha, step, computed_at, result in zip(
-            *(table.column(c).to_pylist() for c in _COLUMNS), strict=True
-        ):
-            yield sha, (step, computed_at, result)
-
-
-@dataclasses.dataclass(eq=False)
-class ReadStoredResults(beam.PTransform):
-    """The stored results a run can reuse, read in parallel from one snapshot.
-
-    Returns:
-        A PCollection of (image SHA-256, (step, computed_at, result JSON)).
-    """
-
-    store: ResultStore
-    plan: ResultPlan
-
-    def __post_init__(self) -> None:
-        super().__init__()
-        # Pinned now, so every worker reads the same snapshot.
-        self._snapshot = delta.snapshot(self.store.location) if self.plan.fingerprints else None
-
-    def expand(self, pipeline):
-        if self._snapshot is None:
-            return pipeline | "NoStoredResults" >> beam.Create([])
-        version, files = self._snapshot
-        shares = max(1, min(READ_SHARDS, files))
-        return (
-            pipeline
-            | "Shares" >> beam.Create(range(shares))
-            | "ReadShare" >> beam.ParDo(_ReadStoredShare(self.store, self.plan, version, shares))
-        )
 
 
 class _StoreNewResults(beam.DoFn):

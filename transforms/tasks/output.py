@@ -5,12 +5,19 @@ A run merges, never wipes: it updates the columns of the steps it included and
 leaves every other step's column as an earlier run left it. Rows of files that left
 the version are deleted; a run with face steps deletes the faces no longer found and
 updates only its face steps' columns; `errors` rows change only for its steps.
+
+Each worker merges the rows of the images it processed every few hundred images, so
+no process holds a version's rows (Beam's local runner would hold every row that
+crosses a shuffle in the driver). What needs the whole run comes after: cluster ids,
+the `clusters` and `errors` tables (one commit each), and removing the rows of files
+that left the version or could not be read this time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Mapping, Sequence
 
 import apache_beam as beam
@@ -18,12 +25,13 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from transforms import paths
-from transforms.corpus.read import ALIASES, set_paths
+from transforms.corpus.read import ALIASES, manifest_rows, set_paths
 from transforms.per_image import ERRORS, RECORDS
 from transforms.records import INGEST_STEP, READ_STEP, ErrorRecord, ImageRecord, StepName
 from transforms.tables import delta, schemas
 from transforms.tables.azure_sink import WriteAzureTables
 from transforms.tables.azure_tables import AzureTables
+from transforms.tables.delta import version_filter
 from transforms.tables.result_store import ResultStore, StoreNewResults
 from transforms.tasks.base import Step, StepContext
 from transforms.tasks.faces.match import CLUSTER_ROWS, FACE_CLUSTERS, GALLERY_STEP
@@ -35,6 +43,15 @@ from transforms.tasks.faces.table import (
     face_rows,
     face_update_columns,
 )
+
+# A worker merges its images' rows every `COMMIT_IMAGES` files, at least every
+# `COMMIT_SECONDS`, and when its bundle ends.
+COMMIT_IMAGES = 500
+COMMIT_SECONDS = 10.0
+# Files whose rows one delete removes.
+DELETE_BATCH = 1000
+# A file that failed one of these has no rows from this run.
+NO_RECORD_STEPS = (INGEST_STEP, READ_STEP, StepName.DECODE)
 
 IMAGE_ROWS = "image_rows"
 ERROR_ROWS = "error_rows"
@@ -53,15 +70,12 @@ def image_update_columns(
 
 def image_rows(record: ImageRecord, step_columns: dict[str, pa.DataType]):
     for entry in record.entries:
-        Metrics.counter(StepName.PIPELINE_OUTPUT, IMAGE_ROWS).inc()
         yield schemas.image_row(dataclasses.replace(record, entry=entry), step_columns)
 
 
 def record_face_rows(record: ImageRecord, clusters: dict[str, str]):
     for entry in record.entries:
-        rows = face_rows(dataclasses.replace(record, entry=entry), clusters)
-        Metrics.counter(StepName.PIPELINE_OUTPUT, FACE_ROWS).inc(len(rows))
-        yield from rows
+        yield from face_rows(dataclasses.replace(record, entry=entry), clusters)
 
 
 def error_rows(error: ErrorRecord, aliases: dict):
@@ -98,6 +112,8 @@ class _MergeRows(beam.DoFn):
         keys = self._plan.keys
         unique = {tuple(row[k] for k in keys): row for row in grouped["rows"]}
         rows = [unique[key] for key in sorted(unique, key=lambda key: tuple(map(str, key)))]
+        if not rows and not self._plan.insert:
+            return  # an update of nothing (and perhaps of a table no run created yet)
         delta.merge(
             self._where,
             pa.Table.from_pylist(rows, schema=self._schema),
@@ -113,6 +129,10 @@ class MergeIntoTable(beam.PTransform):
     """Merges a PCollection of rows into a Delta table in one commit, even if empty
     (an empty run still deletes what it owns).
 
+    Attributes:
+        after: a PCollection that must be complete before the commit (e.g. earlier
+            commits this one must follow).
+
     Returns:
         A PCollection with the number of rows merged.
     """
@@ -122,21 +142,145 @@ class MergeIntoTable(beam.PTransform):
     plan: delta.Merge
     partition_by: tuple[str, ...]
     metadata: Mapping[str, str]
+    after: beam.PCollection | None = None
 
     def __post_init__(self) -> None:
         super().__init__()
 
     def expand(self, rows):
-        keyed = rows | "OneCommit" >> beam.Map(lambda row: (None, row))
-        always = rows.pipeline | "EvenIfEmpty" >> beam.Create([(None, None)])
+        gathered = {
+            "rows": rows | "OneCommit" >> beam.Map(lambda row: (None, row)),
+            "go": rows.pipeline | "EvenIfEmpty" >> beam.Create([(None, None)]),
+        }
+        if self.after is not None:
+            gathered["after"] = self.after | "Wait" >> beam.Map(lambda done: (None, done))
         return (
-            {"rows": keyed, "go": always}
+            gathered
             | "Gather" >> beam.CoGroupByKey()
             | "Merge"
             >> beam.ParDo(
                 _MergeRows(self.where, self.schema, self.plan, self.partition_by, self.metadata)
             )
         )
+
+
+def rows_of_files(corpus_version: str, source_paths: Sequence[str], alias: str = "t.") -> str:
+    """A predicate: the rows of these files of the version."""
+    listed = ", ".join(delta.quote(path) for path in source_paths)
+    version = delta.quote(corpus_version)
+    return f"{alias}corpus_version = {version} AND {alias}source_path IN ({listed})"
+
+
+@dataclasses.dataclass(frozen=True)
+class FileTables:
+    """The tables with a row per file (or per face, or candidate, of a file) that a
+    run writes, and how it merges into each."""
+
+    corpus_root: str
+    corpus_version: str
+    step_columns: Mapping[str, pa.DataType]
+    run_steps: tuple[str, ...]
+    metadata: Mapping[str, str]
+
+    def tables(self) -> tuple[str, ...]:
+        faces = (schemas.FACES,) if face_update_columns(self.run_steps) else ()
+        match = (schemas.CANDIDATES,) if StepName.FACE_MATCH in self.run_steps else ()
+        return (schemas.IMAGES, *faces, *match)
+
+    def merge(self, table: str, rows: list[dict], source_paths: Sequence[str]) -> None:
+        """Merges the rows of these files; their faces and candidates not among the
+        rows are deleted (an image keeps every step's column; a file's faces are
+        all found again by a run with face steps)."""
+        spec = schemas.TABLES[table]
+        if table == schemas.IMAGES:
+            schema = schemas.images_schema(dict(self.step_columns))
+            plan = delta.Merge(
+                spec.keys, update_columns=image_update_columns(self.run_steps, self.step_columns)
+            )
+        else:
+            schema = FACES_SCHEMA if table == schemas.FACES else CANDIDATES_SCHEMA
+            columns = face_update_columns(self.run_steps) if table == schemas.FACES else None
+            scope = rows_of_files(self.corpus_version, source_paths)
+            plan = delta.Merge(spec.keys, update_columns=columns, delete_unmatched=scope)
+        keyed = {tuple(row[key] for key in spec.keys): row for row in rows}
+        delta.merge(
+            delta.location(self.corpus_root, table),
+            pa.Table.from_pylist(list(keyed.values()), schema=schema),
+            plan,
+            spec.partition_by,
+            self.metadata,
+        )
+
+    def delete(self, table: str, source_paths: Sequence[str]) -> None:
+        where = delta.location(self.corpus_root, table)
+        for start in range(0, len(source_paths), DELETE_BATCH):
+            batch = source_paths[start : start + DELETE_BATCH]
+            delta.delete(where, rows_of_files(self.corpus_version, batch, ""), self.metadata)
+
+
+class _CommitRecords(beam.DoFn):
+    """Merges the rows of a worker's records a few hundred images at a time; outputs
+    how many files each commit merged."""
+
+    def __init__(self, tables: FileTables) -> None:
+        self._tables = tables
+
+    def setup(self) -> None:
+        self._image_rows = Metrics.counter(StepName.PIPELINE_OUTPUT, IMAGE_ROWS)
+        self._face_rows = Metrics.counter(StepName.PIPELINE_OUTPUT, FACE_ROWS)
+        self._step_columns = dict(self._tables.step_columns)
+        self._rows: dict[str, list[dict]] = {table: [] for table in self._tables.tables()}
+        self._paths: list[str] = []
+        self._since = time.monotonic()
+
+    def process(self, record: ImageRecord):
+        self._rows[schemas.IMAGES] += image_rows(record, self._step_columns)
+        self._image_rows.inc(len(record.entries))
+        if schemas.FACES in self._rows:
+            faces = list(record_face_rows(record, {}))  # clusters come once all are known
+            self._rows[schemas.FACES] += faces
+            self._face_rows.inc(len(faces))
+            if schemas.CANDIDATES in self._rows:
+                self._rows[schemas.CANDIDATES] += (
+                    c for face in faces for c in candidate_rows(face)
+                )
+        self._paths += (entry.source_path for entry in record.entries)
+        if len(self._paths) >= COMMIT_IMAGES or time.monotonic() - self._since > COMMIT_SECONDS:
+            yield self._commit()
+
+    def finish_bundle(self):
+        if self._paths:
+            yield beam.transforms.window.GlobalWindows.windowed_value(self._commit())
+
+    def _commit(self) -> int:
+        for table, rows in self._rows.items():
+            self._tables.merge(table, rows, self._paths)
+            rows.clear()
+        committed, self._paths = len(self._paths), []
+        self._since = time.monotonic()
+        return committed
+
+
+class _RemoveStaleRows(beam.DoFn):
+    """Deletes the rows of files that left the version, or that this run could not
+    read or decode; runs once, after every commit of the run's rows."""
+
+    def __init__(self, tables: FileTables) -> None:
+        self._tables = tables
+
+    def process(self, keyed):
+        _, grouped = keyed
+        tables = self._tables
+        failed = {path for path in grouped["failed"] if path}
+        listed = manifest_rows(tables.corpus_root, tables.corpus_version, ("source_path",))
+        in_version = set(listed.column(0).to_pylist()) if listed.num_rows else set()
+        for table in tables.tables():
+            where = delta.location(tables.corpus_root, table)
+            present = delta.read(where, ("source_path",), version_filter(tables.corpus_version))
+            written = set(present.column(0).to_pylist()) if present.num_rows else set()
+            stale = sorted((written - in_version) | (written & failed))
+            tables.delete(table, stale)
+            yield table, len(stale)
 
 
 @dataclasses.dataclass(eq=False)
@@ -201,73 +345,103 @@ class WriteTables(beam.PTransform):
             owned += f" OR t.step LIKE {delta.quote(GALLERY_STEP + '.%')}"
         return f"{self._version_is()} AND ({owned})"
 
+    def _file_tables(self) -> FileTables:
+        return FileTables(
+            self.corpus_root,
+            self.corpus_version,
+            self.step_columns,
+            self.run_steps,
+            self._metadata(),
+        )
+
     def expand(self, outputs):
-        step_columns = dict(self.step_columns)
         records = outputs[RECORDS]
         if self.store is not None:
             records = records | "StoreNewResults" >> StoreNewResults(self.store, self.fingerprints)
-        image_rows_ = records | "ImageRows" >> beam.FlatMap(image_rows, step_columns)
-        run_columns = [step for step in self.run_steps if step in step_columns]
-        images = image_rows_ | "MergeImages" >> self._merge(
-            schemas.IMAGES,
-            schemas.images_schema(step_columns),
-            update_columns=image_update_columns(self.run_steps, step_columns),
-            delete_unmatched=self._version_is(),
-        )
+        file_tables = self._file_tables()
+        commits = records | "CommitRows" >> beam.ParDo(_CommitRecords(file_tables))
         aliases = _as_dict(outputs, ALIASES, "NoAliases")
-        errors = (
-            outputs[ERRORS]
+        errors = outputs[ERRORS]
+        written = {
+            schemas.IMAGES: commits,
+            schemas.ERRORS: errors
             | "ErrorRows" >> beam.FlatMap(error_rows, aliases)
             | "MergeErrors"
             >> self._merge(
                 schemas.ERRORS, schemas.ERRORS_SCHEMA, delete_unmatched=self._error_steps()
-            )
+            ),
+        }
+        failed = errors | "NoRows" >> beam.FlatMap(
+            lambda error: [(None, error.path)] if error.step in NO_RECORD_STEPS else []
         )
-        written = {schemas.IMAGES: images, schemas.ERRORS: errors}
-        rows = {"images": image_rows_}
-        face_columns = face_update_columns(self.run_steps)
-        if face_columns:
-            # The run has every face of the version (face steps need facedetection):
-            # faces no longer found go, and only the run's face steps' columns change.
-            face_rows_ = self._face_rows(outputs, records)
-            written[schemas.FACES] = face_rows_ | "MergeFaces" >> self._merge(
-                schemas.FACES,
-                FACES_SCHEMA,
-                update_columns=face_columns,
-                delete_unmatched=self._version_is(),
-            )
-            rows["faces"] = face_rows_
+        written["stale"] = (
+            {
+                "failed": failed,
+                "after": commits | "Committed" >> beam.Map(lambda count: (None, count)),
+                "go": records.pipeline | "Once" >> beam.Create([(None, None)]),
+            }
+            | "AfterCommits" >> beam.CoGroupByKey()
+            | "RemoveStaleRows" >> beam.ParDo(_RemoveStaleRows(file_tables))
+        )
         if StepName.FACE_MATCH in self.run_steps:
-            written.update(self._match_tables(outputs, rows["faces"]))
+            written.update(self._match_tables(outputs, commits))
         if self.azure_tables is not None:
-            written["azure"] = rows | "WriteAzureTables" >> WriteAzureTables(
-                self.azure_tables,
-                self.corpus_root,
-                self.corpus_version,
-                tuple(run_columns),
-                self.set_paths,
-                face_columns,
+            written["azure"] = self._azure_rows(outputs, records) | "WriteAzureTables" >> (
+                WriteAzureTables(
+                    self.azure_tables,
+                    self.corpus_root,
+                    self.corpus_version,
+                    tuple(step for step in self.run_steps if step in self.step_columns),
+                    self.set_paths,
+                    face_update_columns(self.run_steps),
+                )
             )
         return written
 
-    def _match_tables(self, outputs, face_rows_) -> dict:
-        """The version's ranked candidates and clusters, replaced by this run's."""
+    def _match_tables(self, outputs, commits) -> dict:
+        """The faces' cluster ids, once every face is in the table, and the version's
+        clusters, replaced by this run's."""
         version = self.corpus_version
-        candidates = face_rows_ | "CandidateRows" >> beam.FlatMap(candidate_rows)
+        cluster_ids = outputs[FACE_CLUSTERS] | "ClusterIds" >> beam.MapTuple(
+            lambda face_id, cluster_id: {
+                "corpus_version": version,
+                "face_id": face_id,
+                "cluster_id": cluster_id,
+            }
+        )
         clusters = outputs[CLUSTER_ROWS] | "ClusterRows" >> beam.Map(
             lambda row: {"corpus_version": version, **row}
         )
-        replace = {"delete_unmatched": self._version_is()}
+        spec = schemas.TABLES[schemas.FACES]
+        set_cluster = delta.Merge(
+            ("corpus_version", "face_id"), update_columns=("cluster_id",), insert=False
+        )
         return {
-            schemas.CANDIDATES: candidates
-            | "MergeCandidates" >> self._merge(schemas.CANDIDATES, CANDIDATES_SCHEMA, **replace),
+            "cluster_ids": cluster_ids
+            | "SetClusterIds"
+            >> MergeIntoTable(
+                delta.location(self.corpus_root, schemas.FACES),
+                pa.schema(
+                    [FACES_SCHEMA.field(name) for name in set_cluster.keys + ("cluster_id",)]
+                ),
+                set_cluster,
+                spec.partition_by,
+                self._metadata(),
+                after=commits,
+            ),
             schemas.CLUSTERS: clusters
-            | "MergeClusters" >> self._merge(schemas.CLUSTERS, CLUSTERS_SCHEMA, **replace),
+            | "MergeClusters"
+            >> self._merge(schemas.CLUSTERS, CLUSTERS_SCHEMA, delete_unmatched=self._version_is()),
         }
 
-    def _face_rows(self, outputs, records):
-        clusters = _as_dict(outputs, FACE_CLUSTERS, "NoClusters")
-        return records | "FaceRows" >> beam.FlatMap(record_face_rows, clusters)
+    def _azure_rows(self, outputs, records) -> dict:
+        """The run's image rows, and face rows when it has face steps, for Azure."""
+        step_columns = dict(self.step_columns)
+        rows = {"images": records | "ImageRows" >> beam.FlatMap(image_rows, step_columns)}
+        if face_update_columns(self.run_steps):
+            clusters = _as_dict(outputs, FACE_CLUSTERS, "NoClusters")
+            rows["faces"] = records | "FaceRows" >> beam.FlatMap(record_face_rows, clusters)
+        return rows
 
 
 def _as_dict(outputs: dict, tag: str, label: str):
