@@ -423,11 +423,7 @@ def build_graph(pipeline: beam.Pipeline, plan: RunPlan):
     """
     context = plan.context
     corpus = pipeline | "ReadCorpus" >> ReadCorpus(
-        context.corpus_root,
-        context.corpus_version,
-        context.results,
-        context.result_store,
-        context.expected_images,
+        context.corpus_root, context.corpus_version, context.results, context.result_store
     )
     records, errors, side_outputs = run_steps(plan, corpus)
     all_errors = errors | "CollectErrors" >> beam.Flatten()

@@ -15,7 +15,7 @@ from tests import image_factory
 from tests.conftest import make_test_pipeline
 from transforms import paths
 from transforms.corpus.ingest import read_manifest
-from transforms.corpus.read import MIN_SHARDS, ReadCorpus, shard_count, shard_filter
+from transforms.corpus.read import ReadCorpus, shard_bounds, shard_filter
 from transforms.per_image import ERRORS, RECORDS
 from transforms.records import ErrorRecord, ImageRecord
 from transforms.tables import delta, schemas
@@ -85,17 +85,17 @@ def test_read_corpus_reads_every_file_and_reports_damaged_ones(small_corpus):
     assert _counter(result, "read", "processed") == len(expected)
 
 
-def test_every_content_falls_in_exactly_one_shard_and_shards_are_even():
-    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(4000)]
+def test_every_content_falls_in_exactly_one_shard_and_shards_hold_as_many():
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(240)]
     table = pa.table({"image_sha256": ["", *hashes]})  # "": a file rejected at ingest
-    shards = 8
+    bounds = shard_bounds(hashes)
     counts = [
-        pads.dataset(table).to_table(filter=shard_filter(shard, shards)).num_rows
-        for shard in range(shards)
+        pads.dataset(table).to_table(filter=shard_filter(shard, bounds)).num_rows
+        for shard in range(len(bounds) + 1)
     ]
-    assert sum(counts) == table.num_rows
-    assert min(counts) > 0.8 * len(hashes) / shards
-    assert shard_count(10) == MIN_SHARDS and shard_count(1_000_000) == 500
+    assert counts == [31] + [30] * 7  # the first also holds the rejected file
+    assert len(shard_bounds(hashes * 2 + [f"{i:064x}" for i in range(10**5)])) + 1 == 51
+    assert shard_bounds(hashes[:3]) == tuple(sorted(hashes[:3])[1:])
 
 
 def test_decode_images_sends_bad_files_to_errors(small_corpus):
@@ -207,3 +207,54 @@ def test_write_parquet_tables_writes_images_and_errors(small_corpus):
     assert images.schema.field("thumbnail").type == RESULT_TYPE
     errors = delta.read(delta.location(small_corpus, schemas.ERRORS)).to_pylist()
     assert errors == [dataclasses.asdict(error)]
+
+
+def _with_faces(record: ImageRecord, count: int) -> ImageRecord:
+    faces = [
+        {
+            "face_id": f"{record.entry.image_sha256[:8]}-{index}",
+            "face_index": index,
+            "box": {"left": 0.0, "top": 0.0, "right": 10.0, "bottom": 10.0},
+            "keypoints": [],
+            "score": 0.9,
+        }
+        for index in range(count)
+    ]
+    return record.with_result("facedetection", {"model": "test", "faces": faces})
+
+
+def _write_faces(root, records, errors=()):
+    pipeline = make_test_pipeline()
+    outputs = {
+        RECORDS: pipeline | "Records" >> beam.Create(records),
+        ERRORS: pipeline | "Errors" >> beam.Create(list(errors)),
+    }
+    outputs | WriteTables(root, "v1", {}, ("decode", "facedetection"))
+    pipeline.run()
+    faces = delta.read(delta.location(root, schemas.FACES)).to_pylist()
+    images = delta.read(delta.location(root, schemas.IMAGES)).column("source_path").to_pylist()
+    return sorted((f["source_path"], f["face_index"]) for f in faces), sorted(images)
+
+
+def test_rows_merged_a_few_images_at_a_time_replace_each_files_faces(small_corpus, monkeypatch):
+    decoded = [r for r in _records(small_corpus) if r.entry.source_path in GOOD]
+    paths_ = sorted(r.entry.source_path for r in decoded)
+    faces, _ = _write_faces(small_corpus, [_with_faces(r, 2) for r in decoded])
+    assert faces == sorted((path, index) for path in paths_ for index in (0, 1))
+
+    # Committed one image at a time: each commit replaces only its own files' faces.
+    monkeypatch.setattr("transforms.tasks.output.COMMIT_IMAGES", 1)
+    failed, kept = decoded[0], decoded[1:]
+    unreadable = ErrorRecord.for_entry(failed.entry, "read", FileNotFoundError("gone"))
+    faces, images = _write_faces(small_corpus, [_with_faces(r, 1) for r in kept], [unreadable])
+    assert faces == sorted((r.entry.source_path, 0) for r in kept)
+    # The file that could not be read this time keeps no rows.
+    assert images == sorted(r.entry.source_path for r in kept)
+
+    # A file that left the version loses its rows too.
+    departed, staying = kept[0], kept[1:]
+    manifest = delta.location(small_corpus, schemas.MANIFEST)
+    delta.delete(manifest, f"source_path = {delta.quote(departed.entry.source_path)}")
+    faces, images = _write_faces(small_corpus, [_with_faces(r, 1) for r in staying])
+    assert images == sorted(r.entry.source_path for r in staying)
+    assert faces == sorted((r.entry.source_path, 0) for r in staying)

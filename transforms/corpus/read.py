@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
@@ -96,28 +97,30 @@ def locate(entry: ManifestEntry, corpus_root: str) -> ManifestEntry:
 # stored results and processed by one worker without a shuffle in between, so no
 # process ever holds the whole manifest, and no runner buffers its rows (Beam's
 # local runner keeps every element that crosses a shuffle in the driver). Shards are
-# the unit of work a runner deals to its workers: at least `MIN_SHARDS`, so two to
-# eight workers get even shares, and at most about `SHARD_FILES` files each.
+# the unit of work a runner deals to its workers: as many images in each, at least
+# `MIN_SHARDS` of them, so two to eight workers get even shares, and about
+# `SHARD_IMAGES` images each for larger versions.
 MIN_SHARDS = 8
-SHARD_FILES = 2_000
+SHARD_IMAGES = 2_000
 
 
-def shard_count(files: int) -> int:
-    return max(MIN_SHARDS, math.ceil(files / SHARD_FILES))
+def shard_bounds(hashes: Iterable[str]) -> tuple[str, ...]:
+    """The first content hash of each shard but the first."""
+    ordered = sorted(set(hashes) - {""})
+    shards = min(len(ordered), max(MIN_SHARDS, math.ceil(len(ordered) / SHARD_IMAGES)))
+    return tuple(ordered[(index * len(ordered)) // shards] for index in range(1, shards))
 
 
-def shard_filter(shard: int, shards: int) -> pads.Expression:
-    """Rows whose `image_sha256` falls in the shard's range of 32-bit hash prefixes.
-
-    The first shard also holds rows without a hash (files rejected at ingest).
-    """
-    bounds = [f"{(2**32 * index) // shards:08x}" for index in range(shards + 1)]
+def shard_filter(shard: int, bounds: Sequence[str]) -> pads.Expression:
+    """Rows of shard `shard` (of `len(bounds) + 1`): an `image_sha256` from the shard's
+    bound up to the next one's. The first shard also holds rows without a hash (files
+    rejected at ingest)."""
     field = pads.field("image_sha256")
     expression = pads.scalar(True)
     if shard > 0:
-        expression &= field >= bounds[shard]
-    if shard < shards - 1:
-        expression &= field < bounds[shard + 1]
+        expression &= field >= bounds[shard - 1]
+    if shard < len(bounds):
+        expression &= field < bounds[shard]
     return expression
 
 
@@ -129,16 +132,16 @@ class _ReadShard(beam.DoFn):
         self,
         corpus_root: str,
         corpus_version: str,
-        shards: int,
+        bounds: tuple[str, ...],
         stored: tuple[ResultStore, ResultPlan, int] | None,
     ) -> None:
         self._corpus_root = corpus_root
         self._corpus_version = corpus_version
-        self._shards = shards
+        self._bounds = bounds
         self._stored = stored  # (store, plan, pinned snapshot version)
 
     def process(self, shard: int):
-        in_shard = shard_filter(shard, self._shards)
+        in_shard = shard_filter(shard, self._bounds)
         where = delta.location(self._corpus_root, schemas.MANIFEST)
         manifest = delta.read(where, None, version_filter(self._corpus_version) & in_shard)
         contents: dict[str, dict[str, list]] = {}
@@ -270,7 +273,6 @@ class ReadCorpus(beam.PTransform):
         corpus_version: the version to read.
         plan: the run's steps and fingerprints; None runs every step on every image.
         store: where results are stored; without it (or a plan) nothing is reused.
-        files: about how many files the version has (how many shards to read).
 
     Returns:
         Outputs `records` (ImageRecord with stored results, and bytes if needed),
@@ -282,11 +284,12 @@ class ReadCorpus(beam.PTransform):
     corpus_version: str
     plan: ResultPlan | None = None
     store: ResultStore | None = None
-    files: int = 0
 
     def __post_init__(self) -> None:
         super().__init__()
         paths.check_version(self.corpus_version)
+        hashes = manifest_rows(self.corpus_root, self.corpus_version, ("image_sha256",))
+        self._bounds = shard_bounds(hashes.column(0).to_pylist() if hashes.num_rows else ())
         self._stored = None
         if self.store and self.plan and self.plan.fingerprints:
             # Pinned now, so every worker reads the same snapshot.
@@ -295,12 +298,13 @@ class ReadCorpus(beam.PTransform):
                 self._stored = (self.store, self.plan, snapshot[0])
 
     def expand(self, pipeline):
-        shards = shard_count(self.files)
         started = (
             pipeline
-            | "Shards" >> beam.Create(range(shards))
+            | "Shards" >> beam.Create(range(len(self._bounds) + 1))
             | "ReadShard"
-            >> beam.ParDo(_ReadShard(self.corpus_root, self.corpus_version, shards, self._stored))
+            >> beam.ParDo(
+                _ReadShard(self.corpus_root, self.corpus_version, self._bounds, self._stored)
+            )
             | "StartImages"
             >> beam.ParDo(_StartImages(self.corpus_root, self.plan)).with_outputs(
                 ERRORS, main=RECORDS

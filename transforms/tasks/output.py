@@ -6,7 +6,7 @@ leaves every other step's column as an earlier run left it. Rows of files that l
 the version are deleted; a run with face steps deletes the faces no longer found and
 updates only its face steps' columns; `errors` rows change only for its steps.
 
-Each worker merges the rows of the images it processed every few hundred images, so
+Each worker merges the rows of the images it processed every few thousand images, so
 no process holds a version's rows (Beam's local runner would hold every row that
 crosses a shuffle in the driver). What needs the whole run comes after: cluster ids,
 the `clusters` and `errors` tables (one commit each), and removing the rows of files
@@ -45,9 +45,12 @@ from transforms.tasks.faces.table import (
 )
 
 # A worker merges its images' rows every `COMMIT_IMAGES` files, at least every
-# `COMMIT_SECONDS`, and when its bundle ends.
-COMMIT_IMAGES = 500
-COMMIT_SECONDS = 10.0
+# `COMMIT_SECONDS`, and when its bundle ends. A merge reads the version's rows of the
+# table, and workers that merge at once retry all but the first: few, large commits
+# (a few MB of rows each) keep those retries rare.
+COMMIT_IMAGES = 5000
+COMMIT_SECONDS = 120.0
+PACK_ROWS = 200
 # Files whose rows one delete removes.
 DELETE_BATCH = 1000
 # A file that failed one of these has no rows from this run.
@@ -187,29 +190,25 @@ class FileTables:
         match = (schemas.CANDIDATES,) if StepName.FACE_MATCH in self.run_steps else ()
         return (schemas.IMAGES, *faces, *match)
 
-    def merge(self, table: str, rows: list[dict], source_paths: Sequence[str]) -> None:
-        """Merges the rows of these files; their faces and candidates not among the
-        rows are deleted (an image keeps every step's column; a file's faces are
-        all found again by a run with face steps)."""
+    def schema(self, table: str) -> pa.Schema:
+        if table == schemas.IMAGES:
+            return schemas.images_schema(dict(self.step_columns))
+        return FACES_SCHEMA if table == schemas.FACES else CANDIDATES_SCHEMA
+
+    def merge(self, table: str, rows: pa.Table, source_paths: Sequence[str]) -> None:
+        """Merges the rows of these files (each once); their faces and candidates not
+        among the rows are deleted (an image keeps every step's column; a file's faces
+        are all found again by a run with face steps)."""
         spec = schemas.TABLES[table]
         if table == schemas.IMAGES:
-            schema = schemas.images_schema(dict(self.step_columns))
-            plan = delta.Merge(
-                spec.keys, update_columns=image_update_columns(self.run_steps, self.step_columns)
-            )
+            columns = image_update_columns(self.run_steps, self.step_columns)
+            plan = delta.Merge(spec.keys, update_columns=columns)
         else:
-            schema = FACES_SCHEMA if table == schemas.FACES else CANDIDATES_SCHEMA
             columns = face_update_columns(self.run_steps) if table == schemas.FACES else None
             scope = rows_of_files(self.corpus_version, source_paths)
             plan = delta.Merge(spec.keys, update_columns=columns, delete_unmatched=scope)
-        keyed = {tuple(row[key] for key in spec.keys): row for row in rows}
-        delta.merge(
-            delta.location(self.corpus_root, table),
-            pa.Table.from_pylist(list(keyed.values()), schema=schema),
-            plan,
-            spec.partition_by,
-            self.metadata,
-        )
+        where = delta.location(self.corpus_root, table)
+        delta.merge(where, rows, plan, spec.partition_by, self.metadata)
 
     def delete(self, table: str, source_paths: Sequence[str]) -> None:
         where = delta.location(self.corpus_root, table)
@@ -219,8 +218,11 @@ class FileTables:
 
 
 class _CommitRecords(beam.DoFn):
-    """Merges the rows of a worker's records a few hundred images at a time; outputs
-    how many files each commit merged."""
+    """Merges the rows of a worker's records a few thousand images at a time; outputs
+    how many files each commit merged.
+
+    Rows wait as Arrow tables of `PACK_ROWS` (a row as a Python dict takes several
+    times the memory)."""
 
     def __init__(self, tables: FileTables) -> None:
         self._tables = tables
@@ -229,7 +231,9 @@ class _CommitRecords(beam.DoFn):
         self._image_rows = Metrics.counter(StepName.PIPELINE_OUTPUT, IMAGE_ROWS)
         self._face_rows = Metrics.counter(StepName.PIPELINE_OUTPUT, FACE_ROWS)
         self._step_columns = dict(self._tables.step_columns)
-        self._rows: dict[str, list[dict]] = {table: [] for table in self._tables.tables()}
+        tables = self._tables.tables()
+        self._rows: dict[str, list[dict]] = {table: [] for table in tables}
+        self._packed: dict[str, list[pa.Table]] = {table: [] for table in tables}
         self._paths: list[str] = []
         self._since = time.monotonic()
 
@@ -245,6 +249,9 @@ class _CommitRecords(beam.DoFn):
                     c for face in faces for c in candidate_rows(face)
                 )
         self._paths += (entry.source_path for entry in record.entries)
+        for table, rows in self._rows.items():
+            if len(rows) >= PACK_ROWS:
+                self._pack(table)
         if len(self._paths) >= COMMIT_IMAGES or time.monotonic() - self._since > COMMIT_SECONDS:
             yield self._commit()
 
@@ -252,10 +259,16 @@ class _CommitRecords(beam.DoFn):
         if self._paths:
             yield beam.transforms.window.GlobalWindows.windowed_value(self._commit())
 
+    def _pack(self, table: str) -> None:
+        rows = self._rows[table]
+        self._packed[table].append(pa.Table.from_pylist(rows, self._tables.schema(table)))
+        rows.clear()
+
     def _commit(self) -> int:
-        for table, rows in self._rows.items():
-            self._tables.merge(table, rows, self._paths)
-            rows.clear()
+        for table, packed in self._packed.items():
+            self._pack(table)
+            self._tables.merge(table, pa.concat_tables(packed), self._paths)
+            packed.clear()
         committed, self._paths = len(self._paths), []
         self._since = time.monotonic()
         return committed
