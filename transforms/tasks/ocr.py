@@ -12,6 +12,9 @@ one is shrunk, but never below MIN_DETECTOR_SCALE, nor past LARGEST_SIDE (RapidO
 own bound, as before): the detector needs text about 8 px tall, so print from 12 px
 up is still found on full pages and in photos up to 3,000 px (measured on
 `bench.ocr_set`; at half size, 12 and 16 px print on 1000 px pages was lost).
+Recognition reads each line the detector found from the image at its full size:
+RapidOCR would otherwise shrink the whole image to LARGEST_SIDE first, and small
+print in a larger photo reached the recogniser blurred.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from transforms.settings import setting
 from transforms.tasks.base import Step, StepContext
 from transforms.tasks.on_api import model_parameters, on_chosen_backend
 
-STEP_VERSION = "2"  # 2: the detector's input bounded by `detector_limit`
+# 2: the detector's input bounded by `detector_limit`; 3: lines read at full size
+STEP_VERSION = "3"
 MODEL_ID = "rapidocr-3.10-ppocrv6-small"
 DEFAULT_MIN_SCORE = 0.5
 ONNXRUNTIME, OPENVINO = "onnxruntime", "openvino"
@@ -45,6 +49,9 @@ ENGINES = (ONNXRUNTIME, OPENVINO)
 DETECTOR_SIDE = 640
 MIN_DETECTOR_SCALE = 0.65
 LARGEST_SIDE = 2000
+# RapidOCR shrinks an image whose longest side is past this before it starts: none is
+# (decode already bounds an image's pixels).
+NEVER_SHRUNK = 1_000_000
 
 _POINT = pa.struct([("x", pa.float32()), ("y", pa.float32())])
 RESULT_TYPE = pa.struct(
@@ -141,7 +148,7 @@ class RapidOcr(LocalModel):
             "EngineConfig.onnxruntime.intra_op_num_threads": self._threads,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
             "EngineConfig.onnxruntime.enable_cpu_mem_arena": self._memory_arena,
-            "Global.max_side_len": LARGEST_SIDE,
+            "Global.max_side_len": NEVER_SHRUNK,
             "Det.limit_type": "max",
             "Det.limit_side_len": DETECTOR_SIDE,
         }
@@ -283,6 +290,7 @@ def _parameters(context: StepContext) -> dict[str, Any]:
             "detector_side": DETECTOR_SIDE,
             "min_detector_scale": MIN_DETECTOR_SCALE,
             "largest_side": LARGEST_SIDE,
+            "recognised_at": "full size",
             "engine": settings.engine,
         }
     )
