@@ -239,8 +239,13 @@ def _write_faces(root, records, errors=()):
 def test_rows_merged_a_few_images_at_a_time_replace_each_files_faces(small_corpus, monkeypatch):
     decoded = [r for r in _records(small_corpus) if r.entry.source_path in GOOD]
     paths_ = sorted(r.entry.source_path for r in decoded)
-    faces, _ = _write_faces(small_corpus, [_with_faces(r, 2) for r in decoded])
+    # Shards end as the next one's records arrive, each merged on its own.
+    monkeypatch.setattr("transforms.tasks.output.SETTLED", 1)
+    sharded = [dataclasses.replace(r, shard=i // 2) for i, r in enumerate(decoded)]
+    faces, _ = _write_faces(small_corpus, [_with_faces(r, 2) for r in sharded])
     assert faces == sorted((path, index) for path in paths_ for index in (0, 1))
+    merges = delta.history(delta.location(small_corpus, schemas.IMAGES))
+    assert len(merges) >= len({r.shard for r in sharded})
 
     # Committed one image at a time: each commit replaces only its own files' faces.
     monkeypatch.setattr("transforms.tasks.output.COMMIT_IMAGES", 1)

@@ -97,6 +97,8 @@ class ImageRecord:
     reused: frozenset[str] = frozenset()
     # Other files of the version with the same bytes: they share this record's results.
     aliases: tuple[ManifestEntry, ...] = ()
+    # The shard of the version it was read in (a range of content hashes), if any.
+    shard: int | None = None
 
     def must_run(self, step: str) -> bool:
         return self.pending is None or step in self.pending

@@ -125,8 +125,8 @@ def shard_filter(shard: int, bounds: Sequence[str]) -> pads.Expression:
 
 
 class _ReadShard(beam.DoFn):
-    """shard index -> (content key, {"files": manifest rows, "stored": stored results})
-    for each content of the shard."""
+    """shard index -> (content key, {"files": manifest rows, "stored": stored results,
+    "shard": the index}) for each content of the shard."""
 
     def __init__(
         self,
@@ -144,10 +144,11 @@ class _ReadShard(beam.DoFn):
         in_shard = shard_filter(shard, self._bounds)
         where = delta.location(self._corpus_root, schemas.MANIFEST)
         manifest = delta.read(where, None, version_filter(self._corpus_version) & in_shard)
-        contents: dict[str, dict[str, list]] = {}
+        contents: dict[str, dict] = {}
         for row in manifest.to_pylist():
             key, row = _by_content(row)
-            contents.setdefault(key, {"files": [], "stored": []})["files"].append(row)
+            contents.setdefault(key, {"files": [], "stored": [], "shard": shard})
+            contents[key]["files"].append(row)
         for sha, stored in self._stored_results(in_shard):
             if sha in contents:  # else: results of images that are not in this version
                 contents[sha]["stored"].append(stored)
@@ -223,6 +224,7 @@ class _StartImages(beam.DoFn):
             yield _error(entries[0], INGEST_STEP, error)
             return
         record = start_record(entries, list(grouped["stored"]), self._plan)
+        record = dataclasses.replace(record, shard=grouped["shard"])
         if record.must_run(StepName.DECODE):
             yield from self._with_bytes(record)
         else:

@@ -217,12 +217,16 @@ class Merge:
         delete_unmatched: a SQL predicate on the target (alias `t`): its rows that
             no source row matched are deleted (e.g. "t.corpus_version = 'v1'").
         insert: insert source rows that match none (False: only update).
+        prune: read the (small) source first, so that the target's files whose
+            statistics rule out every key range of the source are not read. Not
+            with `delete_unmatched`, which must see every row of the target.
     """
 
     keys: tuple[str, ...]
     update_columns: tuple[str, ...] | None = None
     delete_unmatched: str | None = None
     insert: bool = True
+    prune: bool = False
 
 
 def merge(
@@ -244,6 +248,7 @@ def merge(
             source_alias="s",
             target_alias="t",
             merge_schema=True,
+            streamed_exec=not plan.prune,
             commit_properties=_properties(metadata),
         )
         if plan.update_columns is None:

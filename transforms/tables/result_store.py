@@ -101,9 +101,12 @@ class ResultPlan:
         return frozenset(pending)
 
     def wanted(self) -> pads.Expression:
-        """The store's rows this run can use: its steps at their fingerprints."""
+        """The store's rows this run can use: its steps at their fingerprints (but not
+        the steps it computes again)."""
         expression = None
         for step, step_fingerprint in self.fingerprints.items():
+            if step in self.recompute:
+                continue
             one = (pads.field("step") == step) & (pads.field("fingerprint") == step_fingerprint)
             expression = one if expression is None else expression | one
         return expression if expression is not None else pads.scalar(False)

@@ -44,13 +44,15 @@ from transforms.tasks.faces.table import (
     face_update_columns,
 )
 
-# A worker merges its images' rows every `COMMIT_IMAGES` files, at least every
-# `COMMIT_SECONDS`, and when its bundle ends. A merge reads the version's rows of the
-# table, and workers that merge at once retry all but the first: few, large commits
-# (a few MB of rows each) keep those retries rare.
+# A worker merges its images' rows a shard at a time (about 2,000 files), and at least
+# every `COMMIT_IMAGES` files or `COMMIT_SECONDS`. Workers that merge at once into the
+# same files retry all but the first: few, large commits keep those retries rare.
 COMMIT_IMAGES = 5000
 COMMIT_SECONDS = 120.0
 PACK_ROWS = 200
+# Records of a later shard that show an earlier one has arrived whole: more than the
+# model batches of every step can hold back.
+SETTLED = 64
 # Files whose rows one delete removes.
 DELETE_BATCH = 1000
 # A file that failed one of these has no rows from this run.
@@ -201,8 +203,12 @@ class FileTables:
         are all found again by a run with face steps)."""
         spec = schemas.TABLES[table]
         if table == schemas.IMAGES:
+            # A file's bytes never change within a version (ingest refuses that), so
+            # the hash joins too: delta-rs then reads only the files whose hash range
+            # meets this shard's, not the whole version.
             columns = image_update_columns(self.run_steps, self.step_columns)
-            plan = delta.Merge(spec.keys, update_columns=columns)
+            keys = (*spec.keys, "image_sha256")
+            plan = delta.Merge(keys, update_columns=columns, prune=True)
         else:
             columns = face_update_columns(self.run_steps) if table == schemas.FACES else None
             scope = rows_of_files(self.corpus_version, source_paths)
@@ -217,12 +223,43 @@ class FileTables:
             delta.delete(where, rows_of_files(self.corpus_version, batch, ""), self.metadata)
 
 
-class _CommitRecords(beam.DoFn):
-    """Merges the rows of a worker's records a few thousand images at a time; outputs
-    how many files each commit merged.
+class _ShardRows:
+    """The rows of one shard's records that wait for their commit, as Arrow tables of
+    `PACK_ROWS` (a row as a Python dict takes several times the memory)."""
 
-    Rows wait as Arrow tables of `PACK_ROWS` (a row as a Python dict takes several
-    times the memory)."""
+    def __init__(self, tables: FileTables) -> None:
+        self.tables = tables
+        self.rows: dict[str, list[dict]] = {table: [] for table in tables.tables()}
+        self.packed: dict[str, list[pa.Table]] = {table: [] for table in tables.tables()}
+        self.paths: list[str] = []
+        self.since = time.monotonic()
+
+    def add(self, table: str, rows: list[dict]) -> None:
+        self.rows[table] += rows
+        if len(self.rows[table]) >= PACK_ROWS:
+            self._pack(table)
+
+    def _pack(self, table: str) -> None:
+        rows = self.rows[table]
+        self.packed[table].append(pa.Table.from_pylist(rows, self.tables.schema(table)))
+        rows.clear()
+
+    def commit(self) -> int:
+        for table, packed in self.packed.items():
+            self._pack(table)
+            self.tables.merge(table, pa.concat_tables(packed), self.paths)
+        return len(self.paths)
+
+
+class _CommitRecords(beam.DoFn):
+    """Merges the rows of a worker's records one shard at a time (or `COMMIT_IMAGES`,
+    or what `COMMIT_SECONDS` gathered); outputs how many files each commit merged.
+
+    A shard is a range of content hashes: its rows land in files of that range, which
+    later merges of other shards need not read. Records of a shard can still arrive
+    after the next shard's first ones (they wait in model batches): a shard's rows are
+    merged once `SETTLED` records of a later shard arrived, and any stragglers in a
+    commit of their own."""
 
     def __init__(self, tables: FileTables) -> None:
         self._tables = tables
@@ -231,47 +268,34 @@ class _CommitRecords(beam.DoFn):
         self._image_rows = Metrics.counter(StepName.PIPELINE_OUTPUT, IMAGE_ROWS)
         self._face_rows = Metrics.counter(StepName.PIPELINE_OUTPUT, FACE_ROWS)
         self._step_columns = dict(self._tables.step_columns)
-        tables = self._tables.tables()
-        self._rows: dict[str, list[dict]] = {table: [] for table in tables}
-        self._packed: dict[str, list[pa.Table]] = {table: [] for table in tables}
-        self._paths: list[str] = []
-        self._since = time.monotonic()
+        self._shards: dict[int | None, _ShardRows] = {}
 
     def process(self, record: ImageRecord):
-        self._rows[schemas.IMAGES] += image_rows(record, self._step_columns)
+        shard = self._shards.setdefault(record.shard, _ShardRows(self._tables))
+        shard.add(schemas.IMAGES, list(image_rows(record, self._step_columns)))
         self._image_rows.inc(len(record.entries))
-        if schemas.FACES in self._rows:
+        if schemas.FACES in shard.rows:
             faces = list(record_face_rows(record, {}))  # clusters come once all are known
-            self._rows[schemas.FACES] += faces
+            shard.add(schemas.FACES, faces)
             self._face_rows.inc(len(faces))
-            if schemas.CANDIDATES in self._rows:
-                self._rows[schemas.CANDIDATES] += (
-                    c for face in faces for c in candidate_rows(face)
-                )
-        self._paths += (entry.source_path for entry in record.entries)
-        for table, rows in self._rows.items():
-            if len(rows) >= PACK_ROWS:
-                self._pack(table)
-        if len(self._paths) >= COMMIT_IMAGES or time.monotonic() - self._since > COMMIT_SECONDS:
-            yield self._commit()
+            if schemas.CANDIDATES in shard.rows:
+                shard.add(schemas.CANDIDATES, [c for face in faces for c in candidate_rows(face)])
+        shard.paths += (entry.source_path for entry in record.entries)
+        yield from self._commit_ready(record.shard)
+
+    def _commit_ready(self, newest: int | None):
+        settled = len(self._shards[newest].paths) >= SETTLED
+        for key, shard in list(self._shards.items()):
+            full = len(shard.paths) >= COMMIT_IMAGES
+            overdue = time.monotonic() - shard.since > COMMIT_SECONDS
+            if full or overdue or (key != newest and settled):
+                del self._shards[key]
+                yield shard.commit()
 
     def finish_bundle(self):
-        if self._paths:
-            yield beam.transforms.window.GlobalWindows.windowed_value(self._commit())
-
-    def _pack(self, table: str) -> None:
-        rows = self._rows[table]
-        self._packed[table].append(pa.Table.from_pylist(rows, self._tables.schema(table)))
-        rows.clear()
-
-    def _commit(self) -> int:
-        for table, packed in self._packed.items():
-            self._pack(table)
-            self._tables.merge(table, pa.concat_tables(packed), self._paths)
-            packed.clear()
-        committed, self._paths = len(self._paths), []
-        self._since = time.monotonic()
-        return committed
+        while self._shards:
+            _, shard = self._shards.popitem()
+            yield beam.transforms.window.GlobalWindows.windowed_value(shard.commit())
 
 
 class _RemoveStaleRows(beam.DoFn):
