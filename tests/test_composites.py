@@ -15,7 +15,7 @@ from tests import image_factory
 from tests.conftest import make_test_pipeline
 from transforms import paths
 from transforms.corpus.ingest import read_manifest
-from transforms.corpus.read import ReadCorpus, shard_bounds, shard_filter
+from transforms.corpus.read import ALIASES, ReadCorpus, shard_bounds, shard_filter
 from transforms.per_image import ERRORS, RECORDS
 from transforms.records import ErrorRecord, ImageRecord
 from transforms.tables import delta, schemas
@@ -240,12 +240,13 @@ def test_rows_merged_a_few_images_at_a_time_replace_each_files_faces(small_corpu
     decoded = [r for r in _records(small_corpus) if r.entry.source_path in GOOD]
     paths_ = sorted(r.entry.source_path for r in decoded)
     # Shards end as the next one's records arrive, each merged on its own.
-    monkeypatch.setattr("transforms.tasks.output.SETTLED", 1)
+    monkeypatch.setattr("transforms.tasks.output.LATER_SHARD_FILES", 1)
     sharded = [dataclasses.replace(r, shard=i // 2) for i, r in enumerate(decoded)]
     faces, _ = _write_faces(small_corpus, [_with_faces(r, 2) for r in sharded])
     assert faces == sorted((path, index) for path in paths_ for index in (0, 1))
-    merges = delta.history(delta.location(small_corpus, schemas.IMAGES))
-    assert len(merges) >= len({r.shard for r in sharded})
+    history = delta.history(delta.location(small_corpus, schemas.IMAGES))
+    merges = [commit for commit in history if commit["operation"] == "MERGE"]
+    assert len(merges) == len({r.shard for r in sharded})
 
     # Committed one image at a time: each commit replaces only its own files' faces.
     monkeypatch.setattr("transforms.tasks.output.COMMIT_IMAGES", 1)
@@ -263,3 +264,24 @@ def test_rows_merged_a_few_images_at_a_time_replace_each_files_faces(small_corpu
     faces, images = _write_faces(small_corpus, [_with_faces(r, 1) for r in staying])
     assert images == sorted(r.entry.source_path for r in staying)
     assert faces == sorted((r.entry.source_path, 0) for r in staying)
+
+
+def test_every_file_of_content_that_no_longer_decodes_loses_its_rows(small_corpus):
+    first, second = [r for r in _records(small_corpus) if r.entry.source_path in GOOD][:2]
+    copy = dataclasses.replace(second.entry, image_sha256=first.entry.image_sha256)
+    record = dataclasses.replace(first, aliases=(copy,))
+    _, images = _write_faces(small_corpus, [_with_faces(record, 1)])
+    assert images == sorted([first.entry.source_path, second.entry.source_path])
+
+    undecodable = ErrorRecord.for_entry(first.entry, "decode", ValueError("truncated"))
+    pipeline = make_test_pipeline()
+    outputs = {
+        RECORDS: pipeline | "Records" >> beam.Create([]),
+        ERRORS: pipeline | "Errors" >> beam.Create([undecodable]),
+        ALIASES: pipeline | "Aliases" >> beam.Create([(copy.image_sha256, record.entries)]),
+    }
+    outputs | WriteTables(small_corpus, "v1", {}, ("decode", "facedetection"))
+    pipeline.run()
+    assert not delta.read(delta.location(small_corpus, schemas.IMAGES)).num_rows
+    errors = delta.read(delta.location(small_corpus, schemas.ERRORS)).column("path")
+    assert sorted(errors.to_pylist()) == images

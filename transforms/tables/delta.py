@@ -366,30 +366,6 @@ def snapshot(where: DeltaLocation) -> tuple[int, int] | None:
     return table.version(), len(table.file_uris())
 
 
-def read_part(
-    where: DeltaLocation,
-    version: int,
-    part: int,
-    parts: int,
-    columns: Sequence[str] | None = None,
-    filter: pads.Expression | None = None,
-) -> pa.Table:
-    """Rows of every `parts`-th data file of a snapshot, from file `part` on.
-
-    Lets workers read one snapshot in parallel, each a share of its files.
-    """
-    dataset = _dataset(where, version)
-    fragments = list(dataset.get_fragments())[part::parts]
-    wanted = list(columns) if columns else None
-    if not fragments:
-        empty = dataset.schema.empty_table()
-        return empty.select(wanted) if wanted else empty
-    share = pads.FileSystemDataset(
-        fragments, dataset.schema, dataset.format, filesystem=dataset.filesystem
-    )
-    return _scan(share, wanted, filter)
-
-
 def history(where: DeltaLocation) -> list[dict[str, Any]]:
     """The table's commits, newest first: the audit trail."""
     return _open(where).history() if exists(where) else []

@@ -1,8 +1,9 @@
 """The sink of `imaginem watch`: each image's rows are committed as soon as it is done.
 
-A batch run merges a version's rows in one commit at its end; a watch never ends, so
-its records and errors are merged into the tables at the end of every bundle (on the
-local runner, what one poll found) and at least every `COMMIT_SECONDS`. Rows are
+A batch run merges a version's rows a shard at a time and cleans up after its last
+commit; a watch never ends, so its records and errors are merged into the tables at
+the end of every bundle (on the local runner, what one poll found) and at least every
+`COMMIT_SECONDS`. Rows are
 merged by key: nothing is deleted, and only the columns of the watch's steps change.
 A file that was never ingested (copied in by another tool) gets its manifest row,
 so a later batch run of the version keeps it.

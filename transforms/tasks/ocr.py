@@ -8,10 +8,11 @@ only runs on the regions detection found.
 Detection is most of the cost, and it grows with the pixels it sees. RapidOCR's own
 default magnifies every image until its short side is 736 px (a 872x386 page became
 1664x736). Here an image up to DETECTOR_SIDE px is read at its own size and a larger
-one is shrunk, but never below MIN_DETECTOR_SCALE, nor past LARGEST_SIDE (RapidOCR's
-own bound, as before): the detector needs text about 8 px tall, so print from 12 px
-up is still found on full pages and in photos up to 3,000 px (measured on
-`bench.ocr_set`; at half size, 12 and 16 px print on 1000 px pages was lost).
+one is shrunk, but never below MIN_DETECTOR_SCALE, nor past LARGEST_SIDE (the bound
+RapidOCR used to put on the whole image): the detector needs text about 8 px tall,
+so print from 12 px up is still found on full pages and in photos up to 3,000 px
+(measured on `bench.ocr_set`; at half size, 12 and 16 px print on 1000 px pages was
+lost).
 Recognition reads each line the detector found from the image at its full size:
 RapidOCR would otherwise shrink the whole image to LARGEST_SIDE first, and small
 print in a larger photo reached the recogniser blurred.

@@ -45,14 +45,16 @@ from transforms.tasks.faces.table import (
 )
 
 # A worker merges its images' rows a shard at a time (about 2,000 files), and at least
-# every `COMMIT_IMAGES` files or `COMMIT_SECONDS`. Workers that merge at once into the
-# same files retry all but the first: few, large commits keep those retries rare.
+# every `COMMIT_IMAGES` files or `COMMIT_SECONDS`. Of workers that merge at once into
+# the same files, all but the first retry: `images` merges read only their shard's
+# files, but `faces` and `candidates` merges read the version's, so few, large commits
+# keep those retries rare.
 COMMIT_IMAGES = 5000
 COMMIT_SECONDS = 120.0
 PACK_ROWS = 200
-# Records of a later shard that show an earlier one has arrived whole: more than the
+# Files of a later shard that show an earlier one has arrived whole: more than the
 # model batches of every step can hold back.
-SETTLED = 64
+LATER_SHARD_FILES = 64
 # Files whose rows one delete removes.
 DELETE_BATCH = 1000
 # A file that failed one of these has no rows from this run.
@@ -132,7 +134,8 @@ class _MergeRows(beam.DoFn):
 @dataclasses.dataclass(eq=False)
 class MergeIntoTable(beam.PTransform):
     """Merges a PCollection of rows into a Delta table in one commit, even if empty
-    (an empty run still deletes what it owns).
+    (an empty run still deletes what it owns); an update-only merge of no rows makes
+    no commit.
 
     Attributes:
         after: a PCollection that must be complete before the commit (e.g. earlier
@@ -187,7 +190,7 @@ class FileTables:
     run_steps: tuple[str, ...]
     metadata: Mapping[str, str]
 
-    def tables(self) -> tuple[str, ...]:
+    def names(self) -> tuple[str, ...]:
         faces = (schemas.FACES,) if face_update_columns(self.run_steps) else ()
         match = (schemas.CANDIDATES,) if StepName.FACE_MATCH in self.run_steps else ()
         return (schemas.IMAGES, *faces, *match)
@@ -229,8 +232,8 @@ class _ShardRows:
 
     def __init__(self, tables: FileTables) -> None:
         self.tables = tables
-        self.rows: dict[str, list[dict]] = {table: [] for table in tables.tables()}
-        self.packed: dict[str, list[pa.Table]] = {table: [] for table in tables.tables()}
+        self.rows: dict[str, list[dict]] = {table: [] for table in tables.names()}
+        self.packed: dict[str, list[pa.Table]] = {table: [] for table in tables.names()}
         self.paths: list[str] = []
         self.since = time.monotonic()
 
@@ -258,7 +261,7 @@ class _CommitRecords(beam.DoFn):
     A shard is a range of content hashes: its rows land in files of that range, which
     later merges of other shards need not read. Records of a shard can still arrive
     after the next shard's first ones (they wait in model batches): a shard's rows are
-    merged once `SETTLED` records of a later shard arrived, and any stragglers in a
+    merged once `LATER_SHARD_FILES` files of a later shard arrived, and any stragglers in a
     commit of their own."""
 
     def __init__(self, tables: FileTables) -> None:
@@ -284,7 +287,7 @@ class _CommitRecords(beam.DoFn):
         yield from self._commit_ready(record.shard)
 
     def _commit_ready(self, newest: int | None):
-        settled = len(self._shards[newest].paths) >= SETTLED
+        settled = len(self._shards[newest].paths) >= LATER_SHARD_FILES
         for key, shard in list(self._shards.items()):
             full = len(shard.paths) >= COMMIT_IMAGES
             overdue = time.monotonic() - shard.since > COMMIT_SECONDS
@@ -311,7 +314,7 @@ class _RemoveStaleRows(beam.DoFn):
         failed = {path for path in grouped["failed"] if path}
         listed = manifest_rows(tables.corpus_root, tables.corpus_version, ("source_path",))
         in_version = set(listed.column(0).to_pylist()) if listed.num_rows else set()
-        for table in tables.tables():
+        for table in tables.names():
             where = delta.location(tables.corpus_root, table)
             present = delta.read(where, ("source_path",), version_filter(tables.corpus_version))
             written = set(present.column(0).to_pylist()) if present.num_rows else set()
@@ -340,7 +343,9 @@ class WriteTables(beam.PTransform):
         set_paths: the version's set paths (the Azure partitions the run owns).
 
     Returns:
-        A dict of PCollections of the rows merged, by table.
+        A dict of PCollections: files merged per commit (`images`), rows merged
+        (`errors`, `clusters`, `cluster_ids`), (table, rows deleted) of the stale
+        rows (`stale`), and the Azure tables' partitions written (`azure`).
     """
 
     corpus_root: str
@@ -398,18 +403,18 @@ class WriteTables(beam.PTransform):
         file_tables = self._file_tables()
         commits = records | "CommitRows" >> beam.ParDo(_CommitRecords(file_tables))
         aliases = _as_dict(outputs, ALIASES, "NoAliases")
-        errors = outputs[ERRORS]
+        errors = outputs[ERRORS] | "ErrorRows" >> beam.FlatMap(error_rows, aliases)
         written = {
             schemas.IMAGES: commits,
             schemas.ERRORS: errors
-            | "ErrorRows" >> beam.FlatMap(error_rows, aliases)
             | "MergeErrors"
             >> self._merge(
                 schemas.ERRORS, schemas.ERRORS_SCHEMA, delete_unmatched=self._error_steps()
             ),
         }
+        # Every file of the failed content: an error row per file with those bytes.
         failed = errors | "NoRows" >> beam.FlatMap(
-            lambda error: [(None, error.path)] if error.step in NO_RECORD_STEPS else []
+            lambda row: [(None, row["path"])] if row["step"] in NO_RECORD_STEPS else []
         )
         written["stale"] = (
             {
@@ -421,7 +426,8 @@ class WriteTables(beam.PTransform):
             | "RemoveStaleRows" >> beam.ParDo(_RemoveStaleRows(file_tables))
         )
         if StepName.FACE_MATCH in self.run_steps:
-            written.update(self._match_tables(outputs, commits))
+            # After the stale rows went: both rewrite `faces`, and would race.
+            written.update(self._match_tables(outputs, written["stale"]))
         if self.azure_tables is not None:
             written["azure"] = self._azure_rows(outputs, records) | "WriteAzureTables" >> (
                 WriteAzureTables(
@@ -435,9 +441,10 @@ class WriteTables(beam.PTransform):
             )
         return written
 
-    def _match_tables(self, outputs, commits) -> dict:
-        """The faces' cluster ids, once every face is in the table, and the version's
-        clusters, replaced by this run's."""
+    def _match_tables(self, outputs, after) -> dict:
+        """The faces' cluster ids, once every face is in the table (`after` is done; a
+        reader sees none until then), and the version's clusters, replaced by this
+        run's."""
         version = self.corpus_version
         cluster_ids = outputs[FACE_CLUSTERS] | "ClusterIds" >> beam.MapTuple(
             lambda face_id, cluster_id: {
@@ -464,7 +471,7 @@ class WriteTables(beam.PTransform):
                 set_cluster,
                 spec.partition_by,
                 self._metadata(),
-                after=commits,
+                after=after,
             ),
             schemas.CLUSTERS: clusters
             | "MergeClusters"
