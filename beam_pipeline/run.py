@@ -423,7 +423,11 @@ def build_graph(pipeline: beam.Pipeline, plan: RunPlan):
     """
     context = plan.context
     corpus = pipeline | "ReadCorpus" >> ReadCorpus(
-        context.corpus_root, context.corpus_version, context.results, context.result_store
+        context.corpus_root,
+        context.corpus_version,
+        context.results,
+        context.result_store,
+        workers=_local_workers(plan.pipeline_options),
     )
     records, errors, side_outputs = run_steps(plan, corpus)
     all_errors = errors | "CollectErrors" >> beam.Flatten()
@@ -434,6 +438,13 @@ def build_graph(pipeline: beam.Pipeline, plan: RunPlan):
         ERRORS: all_errors,
     }
     return terminal_input | terminal_label >> terminal_transform
+
+
+def _local_workers(options: PipelineOptions) -> int:
+    """The local runner's worker processes; 0 on other runners (unknown)."""
+    if not local_runner.uses_default_runner(options):
+        return 0
+    return options.view_as(DirectOptions).direct_num_workers or os.cpu_count() or 1
 
 
 def _labelled(plan: RunPlan) -> list[tuple[Step, str, beam.PTransform]]:

@@ -96,6 +96,7 @@ def test_every_content_falls_in_exactly_one_shard_and_shards_hold_as_many():
     assert counts == [31] + [30] * 7  # the first also holds the rejected file
     assert len(shard_bounds(hashes * 2 + [f"{i:064x}" for i in range(10**5)])) + 1 == 51
     assert shard_bounds(hashes[:3]) == tuple(sorted(hashes[:3])[1:])
+    assert len(shard_bounds(hashes, workers=6)) + 1 == 12  # two shards per worker
 
 
 def test_decode_images_sends_bad_files_to_errors(small_corpus):

@@ -98,16 +98,20 @@ def locate(entry: ManifestEntry, corpus_root: str) -> ManifestEntry:
 # process ever holds the whole manifest, and no runner buffers its rows (Beam's
 # local runner keeps every element that crosses a shuffle in the driver). Shards are
 # the unit of work a runner deals to its workers: as many images in each, at least
-# `MIN_SHARDS` of them, so two to eight workers get even shares, and about
-# `SHARD_IMAGES` images each for larger versions.
+# `MIN_SHARDS` of them, about `SHARD_IMAGES` images each for larger versions, and on
+# the local runner a multiple of its workers.
 MIN_SHARDS = 8
 SHARD_IMAGES = 2_000
 
 
-def shard_bounds(hashes: Iterable[str]) -> tuple[str, ...]:
-    """The first content hash of each shard but the first."""
+def shard_bounds(hashes: Iterable[str], workers: int = 0) -> tuple[str, ...]:
+    """The first content hash of each shard but the first; with `workers` known, as
+    many shards as make every worker an equal share."""
     ordered = sorted(set(hashes) - {""})
-    shards = min(len(ordered), max(MIN_SHARDS, math.ceil(len(ordered) / SHARD_IMAGES)))
+    shards = max(MIN_SHARDS, math.ceil(len(ordered) / SHARD_IMAGES))
+    if workers > 0:
+        shards = math.ceil(shards / workers) * workers
+    shards = min(len(ordered), shards)
     return tuple(ordered[(index * len(ordered)) // shards] for index in range(1, shards))
 
 
@@ -275,6 +279,7 @@ class ReadCorpus(beam.PTransform):
         corpus_version: the version to read.
         plan: the run's steps and fingerprints; None runs every step on every image.
         store: where results are stored; without it (or a plan) nothing is reused.
+        workers: how many workers share the shards, if known (the local runner's).
 
     Returns:
         Outputs `records` (ImageRecord with stored results, and bytes if needed),
@@ -286,12 +291,14 @@ class ReadCorpus(beam.PTransform):
     corpus_version: str
     plan: ResultPlan | None = None
     store: ResultStore | None = None
+    workers: int = 0
 
     def __post_init__(self) -> None:
         super().__init__()
         paths.check_version(self.corpus_version)
         hashes = manifest_rows(self.corpus_root, self.corpus_version, ("image_sha256",))
-        self._bounds = shard_bounds(hashes.column(0).to_pylist() if hashes.num_rows else ())
+        found = hashes.column(0).to_pylist() if hashes.num_rows else ()
+        self._bounds = shard_bounds(found, self.workers)
         self._stored = None
         if self.store and self.plan and self.plan.fingerprints:
             # Pinned now, so every worker reads the same snapshot.
