@@ -242,6 +242,7 @@ def test_rows_merged_a_few_images_at_a_time_replace_each_files_faces(small_corpu
     paths_ = sorted(r.entry.source_path for r in decoded)
     # Shards end as the next one's records arrive, each merged on its own.
     monkeypatch.setattr("transforms.tasks.output.LATER_SHARD_FILES", 1)
+    monkeypatch.setattr("transforms.tasks.output.SMALL_SHARD_FILES", 1)
     sharded = [dataclasses.replace(r, shard=i // 2) for i, r in enumerate(decoded)]
     faces, _ = _write_faces(small_corpus, [_with_faces(r, 2) for r in sharded])
     assert faces == sorted((path, index) for path in paths_ for index in (0, 1))

@@ -55,6 +55,10 @@ PACK_ROWS = 200
 # Files of a later shard that show an earlier one has arrived whole: more than the
 # model batches of every step can hold back.
 LATER_SHARD_FILES = 64
+# A shard of fewer files waits for the end of the bundle, to be merged with the
+# worker's other small shards in one commit: a small version gains little from files
+# of one hash range, and every merge costs a fraction of a second.
+SMALL_SHARD_FILES = 1000
 # Files whose rows one delete removes.
 DELETE_BATCH = 1000
 # A file that failed one of these has no rows from this run.
@@ -247,6 +251,17 @@ class _ShardRows:
         self.packed[table].append(pa.Table.from_pylist(rows, self.tables.schema(table)))
         rows.clear()
 
+    @classmethod
+    def joined(cls, shards: list[_ShardRows]) -> _ShardRows:
+        """The rows of several shards, to be merged in one commit."""
+        joined = cls(shards[0].tables)
+        for shard in shards:
+            for table, packed in shard.packed.items():
+                shard._pack(table)
+                joined.packed[table] += packed
+            joined.paths += shard.paths
+        return joined
+
     def commit(self) -> int:
         for table, packed in self.packed.items():
             self._pack(table)
@@ -262,7 +277,7 @@ class _CommitRecords(beam.DoFn):
     later merges of other shards need not read. Records of a shard can still arrive
     after the next shard's first ones (they wait in model batches): a shard's rows are
     merged once `LATER_SHARD_FILES` files of a later shard arrived, and any stragglers in a
-    commit of their own."""
+    commit of their own. Shards under `SMALL_SHARD_FILES` wait for the bundle's end."""
 
     def __init__(self, tables: FileTables) -> None:
         self._tables = tables
@@ -291,14 +306,16 @@ class _CommitRecords(beam.DoFn):
         for key, shard in list(self._shards.items()):
             full = len(shard.paths) >= COMMIT_IMAGES
             overdue = time.monotonic() - shard.since > COMMIT_SECONDS
-            if full or overdue or (key != newest and settled):
+            whole = key != newest and settled and len(shard.paths) >= SMALL_SHARD_FILES
+            if full or overdue or whole:
                 del self._shards[key]
                 yield shard.commit()
 
     def finish_bundle(self):
-        while self._shards:
-            _, shard = self._shards.popitem()
-            yield beam.transforms.window.GlobalWindows.windowed_value(shard.commit())
+        if self._shards:
+            rest = _ShardRows.joined(list(self._shards.values()))
+            self._shards = {}
+            yield beam.transforms.window.GlobalWindows.windowed_value(rest.commit())
 
 
 class _RemoveStaleRows(beam.DoFn):
