@@ -6,7 +6,7 @@ leaves every other step's column as an earlier run left it. Rows of files that l
 the version are deleted; a run with face steps deletes the faces no longer found and
 updates only its face steps' columns; `errors` rows change only for its steps.
 
-Each worker merges the rows of the images it processed every few thousand images, so
+Each worker merges the rows of the images it processed a shard at a time, so
 no process holds a version's rows (Beam's local runner would hold every row that
 crosses a shuffle in the driver). What needs the whole run comes after: cluster ids,
 the `clusters` and `errors` tables (one commit each), and removing the rows of files
