@@ -338,6 +338,10 @@ def read(
     """Rows of the table's current (or given) snapshot; an empty table if it does not exist."""
     if not exists(where):
         return pa.table({})
+    if where.access is not None and filter is None and version is None:
+        # Whole columns of a remote table: delta-rs's engine, no Python filesystem.
+        selected = ", ".join(f'"{name}"' for name in columns) if columns else "*"
+        return query(where, f"SELECT {selected} FROM t")
     return _scan(_dataset(where, version), columns, filter)
 
 
