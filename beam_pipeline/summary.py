@@ -16,7 +16,13 @@ from transforms.remote import api_step
 from transforms.tables import azure_sink, azure_tables, delta, result_store, schemas
 from transforms.tables.schemas import FACES
 from transforms.tasks.faces.match import GALLERY_STEP
-from transforms.tasks.output import ERROR_ROWS, FACE_ROWS, IMAGE_ROWS
+from transforms.tasks.output import (
+    DUPLICATE_GROUPS,
+    DUPLICATE_ROWS,
+    ERROR_ROWS,
+    FACE_ROWS,
+    IMAGE_ROWS,
+)
 
 NO_METRICS = "metrics not available on this runner: the tables hold what was done"
 
@@ -108,11 +114,20 @@ def summary_record(result: PipelineResult, steps: list[str]) -> dict:
             "rejected_at_ingest": counters.get(INGEST_STEP, {}).get("failed", 0),
         },
         "results_stored": counters.get(result_store.NAMESPACE, {}).get("stored", 0),
-        "tables": {table: output.get(rows, 0) for table, rows in _TABLE_ROWS},
+        "tables": {table: output.get(rows, 0) for table, rows in _table_rows(steps)},
+        **(
+            {"duplicate_groups": output.get(DUPLICATE_GROUPS, 0)} if StepName.PHASH in steps else {}
+        ),
     }
 
 
 _TABLE_ROWS = ((schemas.IMAGES, IMAGE_ROWS), (FACES, FACE_ROWS), (schemas.ERRORS, ERROR_ROWS))
+
+
+def _table_rows(steps: list[str]) -> tuple[tuple[str, str], ...]:
+    """(table, its row counter) of the tables the run's steps write."""
+    grouped = ((schemas.DUPLICATES, DUPLICATE_ROWS),) if StepName.PHASH in steps else ()
+    return _TABLE_ROWS + grouped
 
 
 def summarize(
@@ -140,6 +155,12 @@ def summarize(
     for table, rows in _TABLE_ROWS:
         location = paths.partition_dir(corpus_root, table, corpus_version=corpus_version)
         lines.append(f"  {table + ' table':<16} {output.get(rows, 0)} rows in {location}")
+    if StepName.PHASH in steps:
+        location = paths.metadata_dir(corpus_root, schemas.DUPLICATES)
+        lines.append(
+            f"  {'duplicates':<16} {output.get(DUPLICATE_ROWS, 0)} images in "
+            f"{output[DUPLICATE_GROUPS]} near-duplicate groups, all versions, in {location}"
+        )
     if azure := counters.get(azure_sink.NAMESPACE):
         lines.append(f"  {'Azure tables':<16} {_describe_azure(azure)}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ class StepName(enum.StrEnum):
 
     DECODE = "decode"
     THUMBNAIL = "thumbnail"
+    PHASH = "phash"
     GENERAL_CLASSIFICATION = "generalclassification"
     OCR = "ocr"
     FACE_DETECTION = "facedetection"

@@ -22,6 +22,7 @@ RESULTS = "results"
 CANDIDATES = "candidates"
 CLUSTERS = "clusters"
 DECISIONS = "decisions"
+DUPLICATES = "duplicates"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,8 @@ TABLES = {
         TableSpec(CLUSTERS, ("corpus_version", "cluster_id")),
         # A decision holds for a face wherever it appears: not per version.
         TableSpec(DECISIONS, ("face_id", "person"), ()),
+        # Near-duplicates are grouped across versions: one table for the corpus.
+        TableSpec(DUPLICATES, ("corpus_version", "source_path"), ()),
     )
 }
 

@@ -32,6 +32,7 @@ from transforms.tables import delta, schemas
 from transforms.tables.azure_sink import WriteAzureTables
 from transforms.tables.azure_tables import AzureTables
 from transforms.tables.delta import version_filter
+from transforms.tables.duplicates import Grouping
 from transforms.tables.result_store import ResultStore, StoreNewResults
 from transforms.tasks.base import Step, StepContext
 from transforms.tasks.faces.match import CLUSTER_ROWS, FACE_CLUSTERS, GALLERY_STEP
@@ -43,6 +44,7 @@ from transforms.tasks.faces.table import (
     face_rows,
     face_update_columns,
 )
+from transforms.tasks.phash import YES, PhashSettings
 
 # A worker merges its images' rows a shard at a time (about 2,000 files), and at least
 # every `COMMIT_IMAGES` files or `COMMIT_SECONDS`. Of workers that merge at once into
@@ -67,6 +69,8 @@ NO_RECORD_STEPS = (INGEST_STEP, READ_STEP, StepName.DECODE)
 IMAGE_ROWS = "image_rows"
 ERROR_ROWS = "error_rows"
 FACE_ROWS = "face_rows"
+DUPLICATE_ROWS = "duplicate_rows"
+DUPLICATE_GROUPS = "duplicate_groups"
 
 
 def image_update_columns(
@@ -358,6 +362,7 @@ class WriteTables(beam.PTransform):
         store: where results are kept; None keeps none.
         azure_tables: where the Azure copy goes, or None.
         set_paths: the version's set paths (the Azure partitions the run owns).
+        grouping: how near-duplicates are grouped, when the run hashes images.
 
     Returns:
         A dict of PCollections: files merged per commit (`images`), rows merged
@@ -374,6 +379,7 @@ class WriteTables(beam.PTransform):
     store: ResultStore | None = None
     azure_tables: AzureTables | None = None
     set_paths: tuple[str, ...] = ()
+    grouping: Grouping | None = None
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -442,6 +448,16 @@ class WriteTables(beam.PTransform):
             | "AfterCommits" >> beam.CoGroupByKey()
             | "RemoveStaleRows" >> beam.ParDo(_RemoveStaleRows(file_tables))
         )
+        if self.grouping is not None:
+            # Once every row is in: a departed file leaves its group too.
+            written[schemas.DUPLICATES] = (
+                written["stale"]
+                | "AllCommitted" >> beam.combiners.Count.Globally()
+                | "GroupNearDuplicates"
+                >> beam.Map(
+                    _group_near_duplicates, self.grouping, self.corpus_root, self._metadata()
+                )
+            )
         if StepName.FACE_MATCH in self.run_steps:
             # After the stale rows went: both rewrite `faces`, and would race.
             written.update(self._match_tables(outputs, written["stale"]))
@@ -505,6 +521,17 @@ class WriteTables(beam.PTransform):
         return rows
 
 
+def _group_near_duplicates(
+    _, grouping: Grouping, corpus_root: str, metadata: Mapping[str, str]
+) -> int:
+    """Regroups the corpus's near-duplicates; returns the table's rows."""
+    rows = grouping.regroup(corpus_root, metadata)
+    Metrics.counter(StepName.PIPELINE_OUTPUT, DUPLICATE_ROWS).inc(len(rows))
+    groups = len({row["group_id"] for row in rows})
+    Metrics.counter(StepName.PIPELINE_OUTPUT, DUPLICATE_GROUPS).inc(groups)
+    return len(rows)
+
+
 def _as_dict(outputs: dict, tag: str, label: str):
     """An optional input as a dict side input, empty where no step produced it."""
     if tag in outputs:
@@ -524,7 +551,15 @@ def _build(context: StepContext) -> WriteTables:
         store=context.result_store,
         azure_tables=azure,
         set_paths=set_paths(context.corpus_root, context.corpus_version) if azure else (),
+        grouping=_grouping(context),
     )
+
+
+def _grouping(context: StepContext) -> Grouping | None:
+    if StepName.PHASH not in context.run_steps:
+        return None
+    settings = context.settings_for(PhashSettings)
+    return Grouping(settings.max_distance, settings.mirrored == YES)
 
 
 STEP = Step(

@@ -13,12 +13,13 @@ from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 
 from transforms.records import StepName
-from transforms.tasks import classify, decode, face_steps, ocr, output, thumbnail
+from transforms.tasks import classify, decode, face_steps, ocr, output, phash, thumbnail
 from transforms.tasks.base import Step
 
 ENTRY_POINT_GROUP = "imaginem.steps"
 DEFAULT_DEFINITION = (
-    "thumbnail,generalclassification,ocr,facedetection,facecrop,faceprint,facematch,pipelineoutput"
+    "thumbnail,phash,generalclassification,ocr,"
+    "facedetection,facecrop,faceprint,facematch,pipelineoutput"
 )
 
 
@@ -27,7 +28,15 @@ class StepDefinitionError(ValueError):
 
 
 def builtin_steps() -> list[Step]:
-    return [decode.STEP, thumbnail.STEP, classify.STEP, ocr.STEP, *face_steps.STEPS, output.STEP]
+    return [
+        decode.STEP,
+        thumbnail.STEP,
+        phash.STEP,
+        classify.STEP,
+        ocr.STEP,
+        *face_steps.STEPS,
+        output.STEP,
+    ]
 
 
 def _steps_of_module(module_name: str) -> list[Step]:
