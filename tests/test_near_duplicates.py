@@ -150,6 +150,17 @@ def test_runs_group_near_duplicates_across_sets_and_versions(photos, tmp_path):
     assert record["steps"]["phash"]["reused"] == 1
     assert len(delta.history(where)) == commits
 
+    # The report of v2 shows the group, with the copy in v1 and both pictures.
+    out = str(tmp_path / "report")
+    assert main(["report", "--corpus", root, "--version", "v2", "--out", out]) == 0
+    with open(os.path.join(out, "duplicates.html"), encoding="utf-8") as handle:
+        page = handle.read()
+    assert "1 group of near-duplicates" in page
+    assert "people/astronaut.jpg <span class=note>(version v1)</span>" in page
+    assert f"{copy['distance']} bits from the first" in page
+    for row in rows:
+        assert os.path.exists(os.path.join(out, "media", "images", f"{row['image_sha256']}.jpg"))
+
     # A stricter threshold splits the group, in one commit.
     stricter = str(copy["distance"] - 1)
     assert _run(root, "v2", summary, "--phash-max-distance", stricter)["duplicate_groups"] == 0

@@ -152,8 +152,8 @@ def test_candidates_are_unmatched_faces_within_the_margin_nearest_first():
         _face("edge", None, 0.6),
         _face("near", None, 0.52),
     ]
-    data = ReportData("root", "v1", {}, faces, [], [], 0.5, {}, {}, None, [], {})
+    data = ReportData("root", "v1", {}, faces, [], [], [], 0.5, {}, {}, None, [], {})
     assert [face.face_id for face in candidate_faces(data, 0.1)] == ["near", "edge"]
     assert candidate_faces(data, 0.0) == []
-    unmatched_run = ReportData("root", "v1", {}, faces, [], [], None, {}, {}, None, [], {})
+    unmatched_run = ReportData("root", "v1", {}, faces, [], [], [], None, {}, {}, None, [], {})
     assert candidate_faces(unmatched_run, 0.1) == []

@@ -39,6 +39,7 @@ section.cluster { padding: 10px 0; border-bottom: 1px solid var(--line); }
 .more { align-self: center; padding: 0 .5em; color: #888; }
 .filters { display: flex; flex-wrap: wrap; gap: 1em; margin: .5em 0 1em; }
 .image { width: 220px; border: 1px solid var(--line); border-radius: 6px; padding: 6px; }
+figure.image { margin: 0; }
 .image img, .image .missing { width: 206px; height: 150px; object-fit: contain; }
 .image p { margin: .2em 0; font-size: 12px; overflow-wrap: anywhere; }
 """

@@ -54,13 +54,16 @@ def prepare_folder(out: str) -> None:
 
 
 def _pictures(data: ReportData) -> list[media.Picture]:
-    wanted = []
-    for image in data.images.values():
-        path = pages.thumbnail_path(image)
-        if image.thumbnail_uri:
-            wanted.append(media.Picture(path, image.thumbnail_uri, copy=True))
-        else:
-            wanted.append(media.Picture(path, image.uri, copy=False))
+    wanted = [
+        _image_picture(image.image_sha256, image.uri, image.thumbnail_uri)
+        for image in data.images.values()
+    ]
+    wanted += [
+        _image_picture(copy.image_sha256, copy.uri, copy.thumbnail_uri)
+        for group in data.duplicates
+        for copy in group.copies
+        if copy.uri
+    ]
     for face in data.faces:
         path = pages.chip_path(face)
         if face.crop_uri:
@@ -72,6 +75,14 @@ def _pictures(data: ReportData) -> list[media.Picture]:
     for photos in data.gallery.values():
         wanted.append(media.Picture(pages.gallery_path(photos[0]), photos[0], copy=False))
     return wanted
+
+
+def _image_picture(image_sha256: str, uri: str, thumbnail_uri: str | None) -> media.Picture:
+    """The run's thumbnail of an image, or one made from the image."""
+    path = pages.image_picture_path(image_sha256)
+    if thumbnail_uri:
+        return media.Picture(path, thumbnail_uri, copy=True)
+    return media.Picture(path, uri, copy=False)
 
 
 def _references(data: ReportData, have: set[str]) -> dict[str, str]:
@@ -91,7 +102,8 @@ def write_report(data: ReportData, out: str, margin: float = DEFAULT_MARGIN) -> 
     prepare_folder(out)
     numbers = {person: number for number, person in enumerate(data.people(), start=1)}
     wanted = _pictures(data)
-    bar = tqdm(total=len(wanted), unit="picture", desc="report", disable=None, file=sys.stderr)
+    unique = len({picture.path for picture in wanted})
+    bar = tqdm(total=unique, unit="picture", desc="report", disable=None, file=sys.stderr)
     with bar:
         have = media.write_pictures(out, wanted, lambda: bar.update(1))
     site = pages.Site(data, frozenset(have), _references(data, have), numbers)
@@ -106,7 +118,6 @@ def write_report(data: ReportData, out: str, margin: float = DEFAULT_MARGIN) -> 
         with open(target, "w", encoding="utf-8") as file:
             file.write(content)
         written += name.endswith(".html")
-    unique = len({picture.path for picture in wanted})
     return Written(written, len(have), unique - len(have))
 
 

@@ -12,12 +12,15 @@ import datetime
 from collections import Counter
 from typing import Any
 
+import pyarrow.dataset as pads
+
 from transforms.tables import delta, schemas
 from transforms.tasks.faces.decisions import Reviewed, read_decisions, read_reviewed
 from transforms.tasks.faces.match import CONFIRMED, list_gallery
 
 STEP_ORDER = (
     "thumbnail",
+    "phash",
     "generalclassification",
     "ocr",
     "facedetection",
@@ -74,12 +77,31 @@ class Cluster:
 
 
 @dataclasses.dataclass
+class Copy:
+    """One image of a near-duplicate group, in whichever version it is."""
+
+    corpus_version: str
+    source_path: str
+    image_sha256: str
+    distance: int  # bits from the group's first image
+    uri: str | None  # None: no longer in the images table
+    thumbnail_uri: str | None
+
+
+@dataclasses.dataclass
+class DuplicateGroup:
+    group_id: str
+    copies: list[Copy]  # the group's first image first
+
+
+@dataclasses.dataclass
 class ReportData:
     corpus_root: str
     version: str
     images: dict[str, Image]  # by source_path
     faces: list[Face]
     clusters: list[Cluster]  # largest first
+    duplicates: list[DuplicateGroup]  # groups with an image of this version, largest first
     errors: list[dict[str, Any]]
     threshold: float | None  # None: facematch never ran on the version
     step_counts: dict[str, int]  # images with each step's result
@@ -157,6 +179,67 @@ def _clusters(corpus_root: str, version: str, faces: list[Face]) -> list[Cluster
     return sorted(clusters, key=lambda cluster: (-len(cluster.faces), cluster.cluster_id))
 
 
+def _duplicates(corpus_root: str, version: str, images: dict[str, Image]) -> list[DuplicateGroup]:
+    """The near-duplicate groups that hold an image of `version`, with every copy."""
+    where = delta.location(corpus_root, schemas.DUPLICATES)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in delta.read(where).to_pylist():
+        groups.setdefault(row["group_id"], []).append(row)
+    groups = {
+        group_id: rows
+        for group_id, rows in groups.items()
+        if any(row["corpus_version"] == version for row in rows)
+    }
+    elsewhere = {
+        (row["corpus_version"], row["source_path"])
+        for rows in groups.values()
+        for row in rows
+        if row["corpus_version"] != version
+    }
+    pictures = {
+        (version, path): (image.uri, image.thumbnail_uri) for path, image in images.items()
+    } | _pictures_of(corpus_root, elsewhere)
+    found = [
+        DuplicateGroup(
+            group_id,
+            [
+                Copy(
+                    row["corpus_version"],
+                    row["source_path"],
+                    row["image_sha256"],
+                    row["distance"],
+                    *pictures.get((row["corpus_version"], row["source_path"]), (None, None)),
+                )
+                for row in sorted(rows, key=lambda row: (row["corpus_version"], row["source_path"]))
+            ],
+        )
+        for group_id, rows in groups.items()
+    ]
+    return sorted(found, key=lambda group: (-len(group.copies), group.group_id))
+
+
+def _pictures_of(
+    corpus_root: str, files: set[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """(version, path) -> (uri, thumbnail uri) of files of other versions."""
+    if not files:
+        return {}
+    where = delta.location(corpus_root, schemas.IMAGES)
+    columns = ["corpus_version", "source_path", "uri"]
+    if "thumbnail" in delta.column_names(where):
+        columns.append("thumbnail")
+    wanted = pads.field("source_path").isin(sorted({path for _, path in files}))
+    wanted &= pads.field("corpus_version").isin(sorted({version for version, _ in files}))
+    return {
+        (row["corpus_version"], row["source_path"]): (
+            row["uri"],
+            (row.get("thumbnail") or {}).get("uri"),
+        )
+        for row in delta.read(where, columns, wanted).to_pylist()
+        if (row["corpus_version"], row["source_path"]) in files
+    }
+
+
 def _last_run(corpus_root: str, version: str) -> dict[str, str] | None:
     for commit in delta.history(delta.location(corpus_root, schemas.IMAGES)):
         if (
@@ -201,6 +284,7 @@ def load(corpus_root: str, version: str, gallery: str | None = None) -> ReportDa
         images=dict(sorted(images.items())),
         faces=faces,
         clusters=_clusters(corpus_root, version, faces),
+        duplicates=_duplicates(corpus_root, version, images),
         errors=sorted(errors, key=lambda row: (row["step"], row["path"])),
         threshold=max(thresholds) if thresholds else None,
         step_counts={

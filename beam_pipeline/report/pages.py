@@ -17,11 +17,12 @@ import shlex
 from collections import Counter
 from collections.abc import Iterator, Sequence
 
-from beam_pipeline.report.data import STEP_ORDER, Face, Image, ReportData
+from beam_pipeline.report.data import STEP_ORDER, Copy, Face, ReportData
 
 FACES_PER_PAGE = 100
 CLUSTERS_PER_PAGE = 40
 CHIPS_PER_CLUSTER = 24
+GROUPS_PER_PAGE = 40
 CHIPS_PER_PERSON = 8  # on the people page; every face is on the person's own pages
 ERRORS_PER_PAGE = 200
 IMAGES_DATA = "data/images.js"
@@ -31,6 +32,7 @@ NAV = (
     ("people.html", "People"),
     ("candidates.html", "Candidates"),
     ("clusters.html", "Clusters"),
+    ("duplicates.html", "Duplicates"),
     ("images.html", "Images"),
     ("errors.html", "Errors"),
 )
@@ -48,8 +50,8 @@ def chip_path(face: Face) -> str:
     return f"media/faces/{face.face_id}.jpg"
 
 
-def thumbnail_path(image: Image) -> str:
-    return f"media/images/{image.image_sha256}.jpg"
+def image_picture_path(image_sha256: str) -> str:
+    return f"media/images/{image_sha256}.jpg"
 
 
 def gallery_path(photo_uri: str) -> str:
@@ -141,7 +143,7 @@ def _source(site: Site, face: Face) -> str:
         f"width:{100 * (box['right'] - box['left']) / image.width:.2f}%;"
         f"height:{100 * (box['bottom'] - box['top']) / image.height:.2f}%"
     )
-    picture = site.img(thumbnail_path(image), face.source_path, "thumb")
+    picture = site.img(image_picture_path(image.image_sha256), face.source_path, "thumb")
     return f'<span class="source">{picture}<span class="box" style="{style}"></span></span>'
 
 
@@ -200,7 +202,8 @@ def overview(site: Site) -> str:
         f"<p>Corpus <code>{_e(data.corpus_root)}</code>, version <b>{_e(data.version)}</b>: "
         f"{images} images, {len(data.faces)} faces ({matched} matched to a person, "
         f"{confirmed} of them confirmed by a reviewer), {len(data.clusters)} clusters of "
-        f"unknown faces, {len(data.errors)} errors, {len(data.decisions)} decisions.</p>"
+        f"unknown faces, {len(data.duplicates)} groups of near-duplicates, "
+        f"{len(data.errors)} errors, {len(data.decisions)} decisions.</p>"
         f"{ran}<table><tr><th>step</th><th>images with a result</th>"
         "<th>computed for this version</th><th>errors</th></tr>"
         f"{steps}</table><h2>Errors</h2>"
@@ -335,6 +338,41 @@ def cluster_pages(site: Site) -> Iterator[tuple[str, str]]:
         yield name, _page(site, "Clusters", "clusters.html", body)
 
 
+def _copy_card(site: Site, copy: Copy, first: bool) -> str:
+    where = _e(copy.source_path)
+    if copy.corpus_version != site.data.version:
+        where += f" <span class=note>(version {_e(copy.corpus_version)})</span>"
+    note = "first image" if first else f"{copy.distance} bits from the first"
+    picture = site.img(image_picture_path(copy.image_sha256), copy.source_path)
+    return (
+        f'<figure class="image">{picture}<figcaption><p class=path>{where}</p>'
+        f"<p>{note}</p></figcaption></figure>"
+    )
+
+
+def duplicate_pages(site: Site) -> Iterator[tuple[str, str]]:
+    groups = site.data.duplicates
+    intro = (
+        f"<p>{_count(len(groups), 'group')} of near-duplicates (resized, re-encoded, slightly "
+        "cropped or rotated copies of one photo) holding an image of this version, largest "
+        "first; copies in other versions are shown too. Distances are in bits of the 64-bit "
+        "perceptual hash (the phash step); the duplicates table lists every group of the "
+        "corpus.</p>"
+        if groups
+        else "<p>No near-duplicates among this version's images with a perceptual hash "
+        "(the phash step).</p>"
+    )
+    for name, chunk, pager in _paged("duplicates", groups, GROUPS_PER_PAGE):
+        sections = "".join(
+            f'<section class="cluster" id="group-{group.group_id}">'
+            f"<h2>{_count(len(group.copies), 'image')}</h2><div class=images>"
+            + "".join(_copy_card(site, copy, index == 0) for index, copy in enumerate(group.copies))
+            + "</div></section>"
+            for group in chunk
+        )
+        yield name, _page(site, "Duplicates", "duplicates.html", f"{intro}{pager}{sections}{pager}")
+
+
 def images_data(site: Site) -> str:
     """The images page's data file: a script that sets one global."""
     rows = [
@@ -345,7 +383,9 @@ def images_data(site: Site) -> str:
             "l": image.labels,
             "o": image.ocr_text,
             "f": image.faces,
-            "m": thumbnail_path(image) if thumbnail_path(image) in site.pictures else None,
+            "m": picture
+            if (picture := image_picture_path(image.image_sha256)) in site.pictures
+            else None,
         }
         for image in site.data.images.values()
     ]
@@ -381,6 +421,7 @@ def all_pages(site: Site, margin: float) -> Iterator[tuple[str, str]]:
     yield from people_pages(site)
     yield from candidate_pages(site, margin)
     yield from cluster_pages(site)
+    yield from duplicate_pages(site)
     yield from error_pages(site)
     yield "images.html", images_page(site)
     yield IMAGES_DATA, images_data(site)
