@@ -173,7 +173,7 @@ def _face_source(work: Path) -> Image.Image:
     """The astronaut's face with some margin, cropped where BlazeFace finds it."""
     path = next(p for p in build_sample_corpus(str(work / "sample")) if "astronaut" in p)
     image = Image.open(path).convert("RGB")
-    model = blazeface.BlazeFaceFullRange()
+    model = blazeface.BlazeFace()
     (found,) = model.predict(model.load(), [blazeface.face_search(image, 0.05)])
     left, top, right, bottom = found[0].box
     pad = 0.3 * (right - left)
@@ -215,7 +215,7 @@ def _overlap(box, other) -> bool:
 
 
 def _blazeface_finder():
-    model = blazeface.BlazeFaceFullRange()
+    model = blazeface.BlazeFace()
     loaded = model.load()
     lock = threading.Lock()
 

@@ -1,15 +1,20 @@
 """A labelled face set made from the sample photos, and how a detector scores on it.
 
 The sample drop has two people, one facing the camera and one nearly in profile,
-whose faces are boxed in `FACES` (checked by eye). Each image of the set is another
-sample photo without people as background, at a size from a phone snapshot to a
-12 MP photo, with one to three of those faces pasted in at a random place and size
-(from the smallest face the detector looks for by default, 5 % of the longest side,
-to most of the frame), sometimes mirrored; the labels are where the faces went.
-Photos with no face (cat, horse, cup, text pages) are in the set too: anything
-found on them is a false face.
+whose faces are boxed in `FACES` (checked by eye). The set:
 
-    python -m bench.face_set --images 60   # recall and false faces of the default detector
+* composites: another sample photo without people as background, at a size from a
+  phone snapshot to a 12 MP photo, with one to three of those faces pasted in at a
+  random place and size (from the smallest face the detector looks for by default,
+  5 % of the longest side, to most of the frame), sometimes mirrored;
+* close-ups: a face cut tight (filling half to all of the frame's width), turned up
+  to 20 degrees, sometimes mirrored, 96 to 1000 px: a portrait, an ID photo, a
+  tracing request's aligned crop;
+* photos with no face (cat, horse, cup, stars, text pages, a motorcycle) and square
+  crops of them, framed as close-ups are: anything found on them is a false face.
+
+    python -m bench.face_set --images 60            # the default detector's score
+    python -m bench.face_set --images 60 --curve    # precision and recall by min score
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ NO_FACES = [
     "motorcycle.png",
 ]
 CANVASES = [(1024, 768), (768, 1024), (2000, 1500), (4000, 3000)]
+CURVE_SCORES = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
 SMALLEST_FACE = 0.05  # of the canvas's longest side: the detector's default
 
 
@@ -114,6 +120,63 @@ def labelled_faces(sample_dir: str, images: int, seed: int = 11) -> list[Example
     return examples
 
 
+def close_ups(sample_dir: str, count: int, seed: int = 5) -> list[Example]:
+    """Faces cut tight from the sample photos: framed by 1 to 2 face widths, turned
+    up to 20 degrees about the face, sometimes mirrored, 96 to 1000 px wide."""
+    rng = np.random.default_rng(seed)
+    people = list(FACES.items())
+    examples = []
+    for index in range(count):
+        path, (left, top, right, bottom) = people[index % len(people)]
+        photo = Image.open(os.path.join(sample_dir, path)).convert("RGB")
+        centre_x, centre_y, width = (left + right) / 2, (top + bottom) / 2, right - left
+        angle = float(rng.uniform(-20, 20))
+        turned = photo.rotate(angle, Image.Resampling.BICUBIC, center=(centre_x, centre_y))
+        frame = width / float(rng.uniform(0.5, 1.0))
+        crop = turned.crop(
+            tuple(
+                round(v)
+                for v in (
+                    centre_x - frame / 2,
+                    centre_y - frame / 2,
+                    centre_x + frame / 2,
+                    centre_y + frame / 2,
+                )
+            )
+        )
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        size = round(float(np.exp(rng.uniform(np.log(96), np.log(1000)))))
+        scale = size / crop.width
+        face_left = (crop.width - width) / 2 * scale
+        face_top = (crop.height - width) / 2 * scale
+        examples.append(
+            Example(
+                f"close-up{index:03d}-{size}px",
+                crop.resize((size, size), Image.Resampling.LANCZOS),
+                [(face_left, face_top, face_left + width * scale, face_top + width * scale)],
+            )
+        )
+    return examples
+
+
+def no_face_crops(sample_dir: str, seed: int = 7) -> list[Example]:
+    """Square crops of the photos without faces (a quarter to 60 % of their short
+    side), shown at 256 px: what a close-up of no face looks like."""
+    rng = np.random.default_rng(seed)
+    examples = []
+    for path in NO_FACES:
+        photo = Image.open(os.path.join(sample_dir, path)).convert("RGB")
+        for share in (0.25, 0.4, 0.6):
+            side = int(min(photo.size) * share)
+            for copy in range(2):
+                x = int(rng.integers(0, photo.width - side + 1))
+                y = int(rng.integers(0, photo.height - side + 1))
+                crop = photo.crop((x, y, x + side, y + side)).resize((256, 256))
+                examples.append(Example(f"{path}-crop{share:g}-{copy}", crop, []))
+    return examples
+
+
 def _overlap(a: Box, b: Box) -> float:
     width = min(a[2], b[2]) - max(a[0], b[0])
     height = min(a[3], b[3]) - max(a[1], b[1])
@@ -175,7 +238,7 @@ def local_detector(min_score: float | None = None, min_size: float | None = None
     """The pipeline's local face detector with its defaults, as `image -> boxes`."""
     from transforms.tasks.faces import blazeface
 
-    model = blazeface.BlazeFaceFullRange(min_score or blazeface.DEFAULT_MIN_SCORE)
+    model = blazeface.BlazeFace(min_score or blazeface.DEFAULT_MIN_SCORE)
     loaded = model.load()
     fraction = min_size or blazeface.DEFAULT_MIN_FACE_FRACTION
 
@@ -186,13 +249,73 @@ def local_detector(min_score: float | None = None, min_size: float | None = None
     return detect
 
 
+def score_curve(groups: dict[str, list[Example]]) -> list[dict]:
+    """Found and false faces of each group at every score in CURVE_SCORES, with both
+    models and with the full-range model alone. Each image runs once: its raw
+    outputs are decoded at every score, as the detector would."""
+    from transforms.tasks.faces import blazeface
+
+    full_range, short_range = blazeface.BlazeFace().load()
+    nothing = (
+        np.zeros((len(blazeface.SHORT_RANGE.anchors), 16), np.float32),
+        np.full(len(blazeface.SHORT_RANGE.anchors), -80.0, np.float32),
+    )
+    raw = {}
+    for group, examples in groups.items():
+        for example in examples:
+            search = blazeface.face_search(example.image, blazeface.DEFAULT_MIN_FACE_FRACTION)
+            outputs = [
+                blazeface._invoke(full_range, tile, blazeface.FULL_RANGE) for tile in search.pixels
+            ]
+            close_up = blazeface._invoke(short_range, search.close_up, blazeface.SHORT_RANGE)
+            raw[group, example.name] = (example, search, outputs, close_up)
+    rows = []
+    for models in ("full-range", "full+short-range"):
+        for min_score in CURVE_SCORES:
+            scores = {group: Score() for group in groups}
+            for (group, _), (example, search, outputs, close_up) in raw.items():
+                looked = close_up if models == "full+short-range" else nothing
+                found = blazeface.merge_tiles(search, outputs, looked, min_score)
+                scores[group].add(example.faces, [face.box for face in found])
+            found = sum(score.found for score in scores.values())
+            false = sum(score.false_faces for score in scores.values())
+            rows.append(
+                {
+                    "models": models,
+                    "min_score": min_score,
+                    **{
+                        f"{group}_found": f"{s.found}/{s.labelled}"
+                        for group, s in scores.items()
+                        if s.labelled
+                    },
+                    **{f"{group}_false": s.false_faces for group, s in scores.items()},
+                    "precision": round(found / (found + false), 3) if found + false else 1.0,
+                }
+            )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=60)
+    parser.add_argument("--images", type=int, default=60, help="composites")
+    parser.add_argument("--close-ups", type=int, default=60)
+    parser.add_argument("--curve", action="store_true", help="score by min score, both models")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         examples = labelled_faces(folder, args.images)
-    print(json.dumps(score_detector(examples, local_detector()).summary()))
+        groups = {
+            "composites": [example for example in examples if example.faces],
+            "close_ups": close_ups(folder, args.close_ups),
+            "no_face_photos": [example for example in examples if not example.faces],
+            "no_face_crops": no_face_crops(folder),
+        }
+    if args.curve:
+        for row in score_curve(groups):
+            print(json.dumps(row))
+        return
+    detect = local_detector()
+    for group, members in groups.items():
+        print(json.dumps({"group": group, **score_detector(members, detect).summary()}))
 
 
 if __name__ == "__main__":

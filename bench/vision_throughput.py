@@ -118,7 +118,7 @@ def _load_floor_models() -> None:
     for name, model in (
         ("classify", classify.EfficientNetLite0()),
         ("ocr", ocr.RapidOcr()),
-        ("detect", blazeface.BlazeFaceFullRange()),
+        ("detect", blazeface.BlazeFace()),
         ("align", crop.DlibAligner()),
         ("embed", embed.DlibResNet()),
     ):

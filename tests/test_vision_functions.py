@@ -52,20 +52,30 @@ def test_ocr_drops_weak_and_blank_lines():
 
 
 def test_anchors_cover_the_input_grid():
-    anchors = blazeface.anchors()
+    anchors = blazeface.FULL_RANGE.anchors
     assert anchors.shape == (48 * 48, 2)
     assert anchors[0] == pytest.approx([0.5 / 48, 0.5 / 48])
     assert anchors[1] == pytest.approx([1.5 / 48, 0.5 / 48])  # x varies fastest
 
 
+def test_short_range_anchors_keep_a_cells_anchors_together():
+    anchors = blazeface.SHORT_RANGE.anchors
+    assert anchors.shape == (16 * 16 * 2 + 8 * 8 * 6, 2)
+    assert anchors[0] == pytest.approx([0.5 / 16, 0.5 / 16])
+    assert anchors[1] == pytest.approx(anchors[0])
+    assert anchors[2] == pytest.approx([1.5 / 16, 0.5 / 16])
+    coarse = anchors[16 * 16 * 2 :]
+    assert (coarse[:6] == coarse[0]).all() and coarse[6] == pytest.approx([1.5 / 8, 0.5 / 8])
+
+
 def test_decode_places_boxes_and_keypoints_around_their_anchor():
-    anchors = blazeface.anchors()
+    anchors = blazeface.FULL_RANGE.anchors
     regressors = np.zeros((len(anchors), 16), np.float32)
     logits = np.full(len(anchors), -10.0, np.float32)
     regressors[100, :4] = [9.6, -9.6, 38.4, 19.2]  # centre offset and size in input pixels
     regressors[100, 4:6] = [-9.6, 0.0]  # first keypoint
     logits[100] = 5.0
-    points, scores = blazeface.decode(regressors, logits, anchors, min_score=0.5)
+    points, scores = blazeface.decode(regressors, logits, blazeface.FULL_RANGE, min_score=0.5)
     assert len(points) == 1 and scores[0] == pytest.approx(1 / (1 + math.exp(-5)))
     centre = anchors[100] + [0.05, -0.05]
     assert points[0, 0] == pytest.approx(centre - [0.1, 0.05])

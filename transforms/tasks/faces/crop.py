@@ -28,7 +28,8 @@ from transforms.tasks.faces.detection import POINT, box_of, eyes
 
 STEP_VERSION = "1"
 TRANSFORM_NAME = "facecrop"
-DEFAULT_TRANSFORM_VERSION = "1"
+# 2: chips of the faces the full- and short-range detector finds (facedetection 3)
+DEFAULT_TRANSFORM_VERSION = "2"
 CHIP_SIZE = 150  # what dlib's ResNet embedder was trained on
 CHIP_PADDING = 0.25
 JPEG_QUALITY = 95

@@ -19,7 +19,9 @@ from transforms.remote.registry import api_of, backend_setting
 from transforms.settings import setting
 from transforms.tasks.faces import blazeface
 
-STEP_VERSION = "2"  # 2: the local model's tiles as `blazeface.tiles` lays them out
+# 2: the local model's tiles as `blazeface.tiles` lays them out; 3: the short-range
+# model's close-ups too, and 0.65 as the least score
+STEP_VERSION = "3"
 # What numbers an API's faces, in their ids: unchanged since step version 1, so that
 # a new local tiling leaves API faces (and the decisions made on them) as they were.
 API_NUMBERING = "step-1"
@@ -220,13 +222,13 @@ class DetectFaces(beam.PTransform):
 
     def __post_init__(self) -> None:
         super().__init__()
-        blazeface.BlazeFaceFullRange.check_installed()
+        blazeface.BlazeFace.check_installed()
 
     def expand(self, records):
         settings = self.settings
         return records | RunModelOnImages(
             self.step,
-            blazeface.BlazeFaceFullRange(settings.min_score, self.threads),
+            blazeface.BlazeFace(settings.min_score, self.threads),
             prepare=functools.partial(_prepare, min_face_fraction=settings.min_size),
             attach=functools.partial(
                 _attach, detector=detector_settings(settings.min_score, settings.min_size)
