@@ -34,7 +34,7 @@ Outputs under $CORPUS/:
   original/    the ingested images, by set path and corpus version
   transform/   thumbnails and face chips, by transform version
   metadata/    Delta Lake tables: manifest, image_sets, images, faces, candidates, clusters,
-               errors, decisions, transforms, results
+               duplicates, errors, decisions, transforms, results
 Query them, e.g.:
   $VENV/bin/python -c "from transforms.tables import delta; print(delta.read(delta.location('$CORPUS', 'images'), ['source_path', 'width', 'height']).to_pylist())"
 The report to review (it holds face chips: keep it private): $REPORT/index.html

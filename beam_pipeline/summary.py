@@ -156,14 +156,22 @@ def summarize(
         location = paths.partition_dir(corpus_root, table, corpus_version=corpus_version)
         lines.append(f"  {table + ' table':<16} {output.get(rows, 0)} rows in {location}")
     if StepName.PHASH in steps:
-        location = paths.metadata_dir(corpus_root, schemas.DUPLICATES)
         lines.append(
-            f"  {'duplicates':<16} {output.get(DUPLICATE_ROWS, 0)} images in "
-            f"{output[DUPLICATE_GROUPS]} near-duplicate groups, all versions, in {location}"
+            duplicates_line(
+                corpus_root, output.get(DUPLICATE_ROWS, 0), output.get(DUPLICATE_GROUPS, 0)
+            )
         )
     if azure := counters.get(azure_sink.NAMESPACE):
         lines.append(f"  {'Azure tables':<16} {_describe_azure(azure)}")
     return "\n".join(lines)
+
+
+def duplicates_line(corpus_root: str, images: int, groups: int) -> str:
+    location = paths.metadata_dir(corpus_root, schemas.DUPLICATES)
+    return (
+        f"  {'duplicates':<16} {images} images in {groups} near-duplicate groups, "
+        f"all versions, in {location}"
+    )
 
 
 def summarize_watch(

@@ -29,7 +29,12 @@ import apache_beam as beam
 from beam_pipeline import azure_options, local_runner, watch_options
 from beam_pipeline import run as run_command
 from beam_pipeline.progress_view import showing, watch_line
-from beam_pipeline.summary import NO_METRICS, describe_failures, summarize_watch
+from beam_pipeline.summary import (
+    NO_METRICS,
+    describe_failures,
+    duplicates_line,
+    summarize_watch,
+)
 from transforms import paths
 from transforms.corpus.arrivals import QueueSettings, WatchVersion, finished_paths
 from transforms.io.azure_access import is_azfs
@@ -37,9 +42,11 @@ from transforms.io.blobs import BlobContainer
 from transforms.io.storage import absolute_root
 from transforms.retry import describe
 from transforms.tables import delta, schemas
+from transforms.tables.duplicates import group_count
 from transforms.tables.result_store import StoreNewResults
 from transforms.tasks.commit_each import CommitEach, CommitSettings
 from transforms.tasks.faces.match import MatchFaces
+from transforms.tasks.output import grouping_of
 
 LOGGER = logging.getLogger("imaginem")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -273,6 +280,11 @@ def watch(argv: list[str]) -> int:
             )
             return EXIT_FAILED
     print(summary)
+    if grouping := grouping_of(context):
+        # A watch commits image by image: near-duplicates are grouped once, at its end.
+        metadata = delta.commit_metadata("watch", corpus_version=context.corpus_version)
+        rows = grouping.regroup(context.corpus_root, metadata)
+        print(duplicates_line(context.corpus_root, len(rows), group_count(rows)))
     if failures := describe_failures(context.corpus_root, context.corpus_version, plan.step_names):
         print(failures)
     return EXIT_OK if result.state == "DONE" else EXIT_FAILED

@@ -167,15 +167,15 @@ def test_table_rows_and_keys(azure_runs):
     for row in parquet[schemas.IMAGE_SETS]:
         original = sets[(table_key(CONTAINER, row["set_path"]), "v1")]
         assert original["kind"] == "original" and original["blob_prefix"] == row["blob_prefix"]
-        for transform in ("thumbnail", "facecrop"):
+        for transform, version in (("thumbnail", "1"), ("facecrop", "2")):
             transformed = sets[
-                (table_key(CONTAINER, row["set_path"]), table_key("v1", transform, "1"))
+                (table_key(CONTAINER, row["set_path"]), table_key("v1", transform, version))
             ]
             assert transformed["kind"] == "transform"
-            assert transformed["blob_prefix"].startswith(f"{ROOT}/transform/{transform}/1/")
+            assert transformed["blob_prefix"].startswith(f"{ROOT}/transform/{transform}/{version}/")
     assert {(e["PartitionKey"], e["RowKey"]) for e in entities[IMAGE_TRANSFORMS]} == {
         (f"{CONTAINER}!thumbnail", "1"),
-        (f"{CONTAINER}!facecrop", "1"),
+        (f"{CONTAINER}!facecrop", "2"),
     }
 
 

@@ -95,7 +95,7 @@ def test_face_chips_are_numbered_by_the_detector_settings(small_corpus):
     with pytest.raises(UsageError, match="Choose a new --facecrop-version"):
         _prepare(small_corpus, "--steps", "facecrop", "--face-min-score", "0.8")
     _prepare(
-        small_corpus, "--steps", "facecrop", "--face-min-score", "0.8", "--facecrop-version", "2"
+        small_corpus, "--steps", "facecrop", "--face-min-score", "0.8", "--facecrop-version", "3"
     )
 
 

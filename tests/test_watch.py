@@ -23,7 +23,7 @@ from transforms.corpus.ingest import ingest_drop
 from transforms.io import azure_access
 from transforms.tables import schemas
 
-STEPS = "thumbnail,facematch"  # and facematch's own: facedetection, facecrop, faceprint
+STEPS = "thumbnail,phash,facematch"  # and facematch's own: facedetection, facecrop, faceprint
 ARRIVAL_LIMIT = 30.0
 
 
@@ -133,8 +133,8 @@ def test_watch_processes_ingests_as_they_land_and_restarts_without_recomputing(t
     assert all(row["thumbnail"] and row["facematch"] for row in images)
     results = table_rows(root, schemas.RESULTS)
     keys = [(row["image_sha256"], row["step"]) for row in results]
-    # decode, thumbnail, facedetection, facecrop, faceprint: each once per image
-    assert len(keys) == len(set(keys)) == 3 * 5
+    # decode, thumbnail, phash, facedetection, facecrop, faceprint: each once per image
+    assert len(keys) == len(set(keys)) == 3 * 6
     # A later batch run of the version sees the same files.
     manifest = {row["source_path"] for row in table_rows(root, schemas.MANIFEST, "v1")}
     assert manifest == {"c.png", "people/a.png", "street/b.png", "people/broken.jpg"}
@@ -156,6 +156,10 @@ def test_watch_processes_ingests_as_they_land_and_restarts_without_recomputing(t
     # Same bytes as b.png: every result came from the store.
     assert "thumbnail        0 processed" in out and "facedetection    0 processed" in out
     assert len(table_rows(root, schemas.RESULTS)) == len(results)
+    # Grouped with b.png when the watch ended: the same bytes under two paths.
+    groups = {row["source_path"]: row["group_id"] for row in table_rows(root, schemas.DUPLICATES)}
+    assert groups["street/d.png"] == groups["street/b.png"]
+    assert "near-duplicate groups, all versions" in out
 
 
 def test_watch_on_azure_blob_storage(azurite, tmp_path, drops, monkeypatch):
@@ -274,4 +278,4 @@ def test_watch_reads_blob_created_events_from_a_storage_queue(
     (gone,) = table_rows(root, schemas.ERRORS, "v1")
     assert (gone["path"], gone["step"]) == ("people/gone.png", "read")
     results = table_rows(root, schemas.RESULTS)
-    assert len(results) == len({(row["image_sha256"], row["step"]) for row in results}) == 5
+    assert len(results) == len({(row["image_sha256"], row["step"]) for row in results}) == 6

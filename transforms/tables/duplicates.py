@@ -118,6 +118,10 @@ def group_rows(files: Iterable[HashedFile], max_distance: int, mirrored: bool) -
     )
 
 
+def group_count(rows: Iterable[Mapping]) -> int:
+    return len({row["group_id"] for row in rows})
+
+
 def hashed_files(corpus_root: str) -> list[HashedFile]:
     """Every image of every version that has a `phash` result."""
     where = delta.location(corpus_root, schemas.IMAGES)

@@ -32,7 +32,7 @@ from transforms.tables import delta, schemas
 from transforms.tables.azure_sink import WriteAzureTables
 from transforms.tables.azure_tables import AzureTables
 from transforms.tables.delta import version_filter
-from transforms.tables.duplicates import Grouping
+from transforms.tables.duplicates import Grouping, group_count
 from transforms.tables.result_store import ResultStore, StoreNewResults
 from transforms.tasks.base import Step, StepContext
 from transforms.tasks.faces.match import CLUSTER_ROWS, FACE_CLUSTERS, GALLERY_STEP
@@ -527,8 +527,7 @@ def _group_near_duplicates(
     """Regroups the corpus's near-duplicates; returns the table's rows."""
     rows = grouping.regroup(corpus_root, metadata)
     Metrics.counter(StepName.PIPELINE_OUTPUT, DUPLICATE_ROWS).inc(len(rows))
-    groups = len({row["group_id"] for row in rows})
-    Metrics.counter(StepName.PIPELINE_OUTPUT, DUPLICATE_GROUPS).inc(groups)
+    Metrics.counter(StepName.PIPELINE_OUTPUT, DUPLICATE_GROUPS).inc(group_count(rows))
     return len(rows)
 
 
@@ -551,11 +550,12 @@ def _build(context: StepContext) -> WriteTables:
         store=context.result_store,
         azure_tables=azure,
         set_paths=set_paths(context.corpus_root, context.corpus_version) if azure else (),
-        grouping=_grouping(context),
+        grouping=grouping_of(context),
     )
 
 
-def _grouping(context: StepContext) -> Grouping | None:
+def grouping_of(context: StepContext) -> Grouping | None:
+    """How the run groups near-duplicates; None when it hashes no image."""
     if StepName.PHASH not in context.run_steps:
         return None
     settings = context.settings_for(PhashSettings)
