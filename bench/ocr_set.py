@@ -4,7 +4,12 @@ Two kinds of image: rendered pages (small print from 12 px, full pages of it,
 noise, low contrast) and sample photos enlarged to 2000-4000 px with a two-line label of small text
 (16-32 px) pasted in, the case a cap on the detector's input would lose.
 
-    python -m bench.ocr_set   # character accuracy and time of the default OCR model
+Photos without text test the `has_text` decision: sample photos (cat, cup, horse,
+stars, bricks, grass, cells, a cameraman, an astronaut, flowers, a temple), each
+also enlarged 2 and 4 times and cut into three square crops.
+
+    python -m bench.ocr_set              # character accuracy and time of the default OCR model
+    python -m bench.ocr_set --has-text   # has_text on photos without text and images with it
 """
 
 from __future__ import annotations
@@ -36,6 +41,17 @@ PHOTOS = [
     "animals/horse/horse.png",
     "space/rocket/rocket.jpg",
 ]
+
+
+# Sample photos with no text in them (the motorcycle's "YAMAHA" and the coins'
+# inscriptions are real text, so they are not here).
+NO_TEXT_SKIMAGE = [
+    "chelsea.png", "coffee.png", "horse.png", "hubble_deep_field.jpg", "moon.png",
+    "retina.jpg", "brick.png", "grass.png", "gravel.png", "camera.png", "cell.png",
+    "ihc.png", "astronaut.png", "rocket.jpg",
+]  # fmt: skip
+NO_TEXT_SKLEARN = ["flower.jpg", "china.jpg"]
+TEXT_MIN_SCORES = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +106,61 @@ def text_examples(sample_dir: str, seed: int = 3) -> list[TextExample]:
     return examples
 
 
+def no_text_photos(seed: int = 1) -> list[TextExample]:
+    """Photos without text, as they are, enlarged 2 and 4 times, and three crops each."""
+    import skimage.data
+    from sklearn.datasets import load_sample_image
+
+    folder = os.path.dirname(skimage.data.__file__)
+    photos = {
+        name: Image.open(os.path.join(folder, name)).convert("RGB") for name in NO_TEXT_SKIMAGE
+    }
+    photos |= {name: Image.fromarray(load_sample_image(name)) for name in NO_TEXT_SKLEARN}
+    rng = np.random.default_rng(seed)
+    examples = []
+    for name, photo in photos.items():
+        examples.append(TextExample(name, "no-text", photo, ""))
+        for scale in (2, 4):
+            larger = photo.resize(
+                (photo.width * scale, photo.height * scale), Image.Resampling.BICUBIC
+            )
+            examples.append(TextExample(f"{name}-x{scale}", "no-text", larger, ""))
+        for crop in range(3):
+            side = int(min(photo.size) * rng.uniform(0.3, 0.7))
+            left = int(rng.integers(0, photo.width - side + 1))
+            top = int(rng.integers(0, photo.height - side + 1))
+            cut = photo.crop((left, top, left + side, top + side)).resize((640, 640))
+            examples.append(TextExample(f"{name}-crop{crop}", "no-text", cut, ""))
+    return examples
+
+
+def has_text_table(examples: list[TextExample]) -> list[dict]:
+    """Images with and without text that `has_text` calls text, by its least score;
+    and how many had any line at all (what the `text` column showed before)."""
+    from transforms.tasks import ocr
+
+    model = ocr.RapidOcr()
+    loaded = model.load()
+    lines = {}
+    for example in examples:
+        (output,) = model.predict(loaded, [ocr.bgr_pixels(example.image.convert("RGB"))])
+        lines[example.name] = ocr.text_lines(output, ocr.DEFAULT_MIN_SCORE)
+    rows = []
+    for kind in ("no-text", "page", "photo"):
+        members = [example for example in examples if example.kind == kind]
+        row = {
+            "kind": kind,
+            "images": len(members),
+            "with_lines": sum(bool(lines[example.name]) for example in members),
+        }
+        for text_min_score in TEXT_MIN_SCORES:
+            row[f"has_text_at_{text_min_score:g}"] = sum(
+                ocr.has_text(lines[example.name], text_min_score) for example in members
+            )
+        rows.append(row)
+    return rows
+
+
 def score_reader(examples: list[TextExample], read) -> dict:
     """`read(image) -> text` on every example: accuracy and seconds per image, by kind."""
     by_example, seconds = {}, {}
@@ -125,9 +196,15 @@ def local_reader():
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--has-text", action="store_true", help="score the has_text decision")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         examples = text_examples(folder)
+    if args.has_text:
+        for row in has_text_table(examples + no_text_photos()):
+            print(json.dumps(row))
+        return
     print(json.dumps(score_reader(examples, local_reader())))
 
 

@@ -51,6 +51,18 @@ def test_ocr_drops_weak_and_blank_lines():
     assert ocr.ocr_result(ocr.text_lines(_Nothing(), 0.5))["text"] == ""
 
 
+def test_a_lone_letter_or_an_unsure_word_is_no_text():
+    box = [(0.0, 0.0)] * 4
+    lone = [ocr.TextLine("7", 0.98, box), ocr.TextLine("C000", 0.75, box)]
+    result = ocr.ocr_result(lone)
+    assert result["has_text"] is False and result["text"] == ""
+    assert [line["text"] for line in result["lines"]] == ["7", "C000"]  # kept, with scores
+    sure = ocr.ocr_result([*lone, ocr.TextLine("YAMAHA", 0.87, box)])
+    assert sure["has_text"] is True and sure["text"] == "7\nC000\nYAMAHA"
+    assert ocr.ocr_result(lone, text_min_score=0.7)["has_text"] is True
+    assert ocr.has_text([ocr.TextLine("ok", None, box)], 0.8)  # an API without scores
+
+
 def test_anchors_cover_the_input_grid():
     anchors = blazeface.FULL_RANGE.anchors
     assert anchors.shape == (48 * 48, 2)
