@@ -10,6 +10,7 @@ also enlarged 2 and 4 times and cut into three square crops.
 
     python -m bench.ocr_set              # character accuracy and time of the default OCR model
     python -m bench.ocr_set --has-text   # has_text on photos without text and images with it
+    python -m bench.ocr_set --turned     # every image also turned 90, 180 and 270 degrees
 """
 
 from __future__ import annotations
@@ -161,6 +162,20 @@ def has_text_table(examples: list[TextExample]) -> list[dict]:
     return rows
 
 
+def turned(examples: list[TextExample]) -> list[TextExample]:
+    """Every example also turned a quarter, a half and three quarters round."""
+    return [
+        TextExample(
+            f"{example.name}@{angle}",
+            f"{example.kind}-{angle}",
+            example.image.rotate(angle, expand=True),
+            example.text,
+        )
+        for example in examples
+        for angle in (0, 90, 180, 270)
+    ]
+
+
 def score_reader(examples: list[TextExample], read) -> dict:
     """`read(image) -> text` on every example: accuracy and seconds per image, by kind."""
     by_example, seconds = {}, {}
@@ -198,9 +213,12 @@ def local_reader():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--has-text", action="store_true", help="score the has_text decision")
+    parser.add_argument("--turned", action="store_true", help="also read every image turned")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         examples = text_examples(folder)
+    if args.turned:
+        examples = turned(examples)
     if args.has_text:
         for row in has_text_table(examples + no_text_photos()):
             print(json.dumps(row))

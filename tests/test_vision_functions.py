@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from transforms.records import ImageRecord, ManifestEntry
-from transforms.tasks import classify, ocr
+from transforms.tasks import classify, ocr, page_orientation
 from transforms.tasks.faces import align, blazeface, match
 from transforms.tasks.faces.detection import face_entries, face_id
 from transforms.tasks.faces.table import face_rows
@@ -49,6 +49,49 @@ def test_ocr_drops_weak_and_blank_lines():
         txts = scores = boxes = None
 
     assert ocr.ocr_result(ocr.text_lines(_Nothing(), 0.5))["text"] == ""
+
+
+@pytest.mark.parametrize("angle", [0, 90, 180, 270])
+def test_points_of_the_upright_page_go_back_to_the_files_pixels(angle):
+    # A 6x4 file whose pixel values are their (x, y): turned upright and back.
+    file_pixels = np.stack(np.meshgrid(np.arange(6), np.arange(4)), axis=-1)
+    turned = np.rot90(file_pixels, angle // 90)  # the file as it was turned
+    upright = page_orientation.upright(turned, angle)
+    assert (upright == file_pixels).all()
+    height, width = turned.shape[:2]
+    for x, y in [(0, 0), (5, 3), (2, 1)]:
+        # The centre of upright pixel (x, y) lands on the centre of the same pixel of
+        # the turned file.
+        back = page_orientation.file_points(np.array([x + 0.5, y + 0.5]), angle, width, height)
+        column, row = (np.floor(back)).astype(int)
+        assert tuple(turned[row, column]) == (x, y), (angle, x, y)
+
+
+def _line(text, score, tall, length=100.0):
+    return page_orientation.ReadLine(np.zeros((4, 4, 3), np.uint8), text, score, length, tall)
+
+
+def test_a_page_that_reads_well_is_not_read_again():
+    def never(crops):
+        raise AssertionError("read again")
+
+    wide = [_line("a line of text", 0.97, False), _line("x", 0.3, None, 400.0)]
+    assert page_orientation.page_angle(wide, never) == 0
+    assert page_orientation.page_angle([_line("a line", 0.95, True)], never) == 270
+    assert page_orientation.page_angle([_line("", 0.0, None)], never) == 0  # no line
+
+
+def test_a_page_reads_turned_when_its_lines_read_better_half_round():
+    def better(crops):
+        return ["a line"] * len(crops), [0.97] * len(crops)
+
+    def no_better(crops):
+        return ["a line"] * len(crops), [0.6] * len(crops)
+
+    assert page_orientation.page_angle([_line("pau", 0.55, False)], better) == 180
+    assert page_orientation.page_angle([_line("pau", 0.55, True)], better) == 90
+    assert page_orientation.page_angle([_line("pau", 0.55, False)], no_better) == 0
+    assert page_orientation.page_angle([_line("line", 0.85, True)], no_better) == 270
 
 
 def test_a_lone_letter_or_an_unsure_word_is_no_text():

@@ -105,6 +105,33 @@ def test_ocr_reads_rendered_text(sample_run):
         assert all(len(line["box"]) == 4 and 0 < line["score"] <= 1 for line in result["lines"])
 
 
+def test_turned_pages_read_as_well_as_upright_ones(tmp_path):
+    """Pages fed sideways or upside down are found turned, read upright, and their
+    boxes given in the pixels of the file as it is."""
+    page = next(e for e in text_examples(str(tmp_path)) if e.name == "page-20px")
+    model = ocr.RapidOcr()
+    loaded = model.load()
+    for angle in (0, 90, 180, 270):
+        image = page.image.rotate(angle, expand=True)
+        (read,) = model.predict(loaded, [ocr.bgr_pixels(image.convert("RGB"))])
+        lines = ocr.text_lines(read, ocr.DEFAULT_MIN_SCORE)
+        text = "\n".join(line.text for line in lines)
+        assert read.angle == angle and character_accuracy(page.text, text) >= 0.98, (angle, text)
+        for line in lines:
+            assert all(0 <= x <= image.width and 0 <= y <= image.height for x, y in line.box)
+
+
+def test_photos_without_text_have_none(tmp_path):
+    """Shapes read as a letter or two are lines with their scores, not text."""
+    photos = [e for e in ocr_set.no_text_photos() if e.name.startswith(("horse", "coffee"))]
+    model = ocr.RapidOcr()
+    loaded = model.load()
+    for photo in photos:
+        (read,) = model.predict(loaded, [ocr.bgr_pixels(photo.image)])
+        result = ocr.ocr_result(ocr.text_lines(read, ocr.DEFAULT_MIN_SCORE))
+        assert not result["has_text"] and result["text"] == "", (photo.name, result["lines"])
+
+
 def test_ocr_reads_small_print_on_full_pages_and_in_large_photos(tmp_path):
     """Cases a plain cap on the detector's input loses: 16 px print on a 1000 px page,
     20 px text in a 3000 px photo."""

@@ -16,6 +16,10 @@ lost).
 Recognition reads each line the detector found from the image at its full size:
 RapidOCR would otherwise shrink the whole image to LARGEST_SIDE first, and small
 print in a larger photo reached the recogniser blurred.
+
+A page turned a quarter or half round is read again turned upright
+(`page_orientation`); RapidOCR's per-line orientation classifier is off, as it
+turned upright lines of real pages upside down.
 """
 
 from __future__ import annotations
@@ -38,11 +42,12 @@ from transforms.remote.answer_store import StoredAnswer
 from transforms.remote.api import Api
 from transforms.remote.registry import api_of, backend_setting
 from transforms.settings import setting
+from transforms.tasks import page_orientation
 from transforms.tasks.base import Step, StepContext
 from transforms.tasks.on_api import model_parameters, on_chosen_backend
 
 # 2: the detector's input bounded by `detector_limit`; 3: lines read at full size;
-# 4: `has_text`, and no `text` without it
+# 4: `has_text`, and no `text` without it; turned pages read upright, no line classifier
 STEP_VERSION = "4"
 MODEL_ID = "rapidocr-3.10-ppocrv6-small"
 DEFAULT_MIN_SCORE = 0.5
@@ -68,6 +73,7 @@ RESULT_TYPE = pa.struct(
         ("backend", pa.string()),  # "local", or the API that answered
         ("model", pa.string()),
         ("has_text", pa.bool_()),
+        ("orientation", pa.int32()),  # degrees the page was turned counter-clockwise
         ("text", pa.string()),  # the lines, one per line; empty unless `has_text`
         (
             "lines",
@@ -114,6 +120,7 @@ def ocr_result(
     text_min_score: float = DEFAULT_TEXT_MIN_SCORE,
     model: str = MODEL_ID,
     backend: str = LOCAL_BACKEND,
+    orientation: int | None = None,
 ) -> dict[str, Any]:
     """The step's result; every line above the least score is kept in `lines`, but
     `text` is empty unless the image has text."""
@@ -123,6 +130,7 @@ def ocr_result(
         "backend": backend,
         "model": model,
         "has_text": found,
+        "orientation": orientation,
         "text": "\n".join(line.text for line in lines) if found else "",
         "lines": [
             {
@@ -174,6 +182,7 @@ class RapidOcr(LocalModel):
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
             "EngineConfig.onnxruntime.enable_cpu_mem_arena": self._memory_arena,
             "Global.max_side_len": NEVER_SHRUNK,
+            "Global.use_cls": False,
             "Det.limit_type": "max",
             "Det.limit_side_len": DETECTOR_SIDE,
         }
@@ -181,18 +190,60 @@ class RapidOcr(LocalModel):
             params |= _openvino_params(self._threads)
         return RapidOCR(params=params)
 
-    def predict(self, loaded: Any, inputs: list[np.ndarray]) -> list[Any]:
-        return [self._read(loaded, pixels) for pixels in inputs]
+    def predict(self, loaded: Any, inputs: list[np.ndarray]) -> list[PageRead]:
+        return [_read_upright(loaded, pixels) for pixels in inputs]
 
-    @staticmethod
-    def _read(loaded: Any, pixels: np.ndarray) -> Any:
-        # The detector's size limit is read on every call; calls to a loaded model
-        # never overlap (`run_model`).
-        detector = loaded._load_det_model()
-        if not hasattr(detector, "limit_side_len"):
-            raise RuntimeError("this RapidOCR has no detector size limit: pin rapidocr 3.10")
-        detector.limit_side_len = detector_limit(pixels.shape[1], pixels.shape[0])
-        return loaded(pixels)
+
+@dataclasses.dataclass(frozen=True)
+class PageRead:
+    """What one image read as, in RapidOCR's terms, and how far it was turned."""
+
+    txts: tuple[str, ...] | None
+    scores: tuple[float, ...] | None
+    boxes: np.ndarray | None  # four corners per line, in the file's pixels
+    angle: int = 0
+
+
+def _read_upright(loaded: Any, pixels: np.ndarray) -> PageRead:
+    """Reads the image, and again turned upright if it reads as a turned page."""
+    output, lines = _read(loaded, pixels)
+    angle = page_orientation.page_angle(lines, functools.partial(_recognise, loaded))
+    if angle:
+        output, _ = _read(loaded, page_orientation.upright(pixels, angle))
+    boxes = getattr(output, "boxes", None)
+    if angle and boxes is not None:
+        height, width = pixels.shape[:2]
+        boxes = page_orientation.file_points(np.asarray(boxes), angle, width, height)
+    return PageRead(getattr(output, "txts", None), getattr(output, "scores", None), boxes, angle)
+
+
+def _read(loaded: Any, pixels: np.ndarray) -> tuple[Any, list[page_orientation.ReadLine]]:
+    """RapidOCR's own steps (`RapidOCR.__call__`), keeping the lines' crops and shapes,
+    which its final output drops."""
+    # The detector's size limit is read on every call; calls to a loaded model never
+    # overlap (`run_model`).
+    detector = loaded._load_det_model()
+    if not hasattr(detector, "limit_side_len"):
+        raise RuntimeError("this RapidOCR has no detector size limit: pin rapidocr 3.10")
+    detector.limit_side_len = detector_limit(pixels.shape[1], pixels.shape[0])
+    original = loaded.load_img(pixels)
+    image, steps = loaded.preprocess_img(original)
+    detected, classified, recognised, crops = loaded.run_ocr_steps(image, steps)
+    # Before the final output, which rewrites the boxes and drops empty lines.
+    lines = page_orientation.read_lines(detected.boxes, crops, recognised.txts, recognised.scores)
+    output = loaded.build_final_output(original, detected, classified, recognised, crops, steps)
+    return output, lines
+
+
+def _recognise(loaded: Any, crops: list[np.ndarray]) -> tuple[list[str], list[float]]:
+    """Texts and scores of line crops; nothing read when the recogniser reads none."""
+    from rapidocr.main import RapidOCRError
+
+    try:
+        found = loaded.recognize_txt(crops)
+    except RapidOCRError:
+        return [""] * len(crops), [0.0] * len(crops)
+    return list(found.txts), [float(score) for score in found.scores]
 
 
 def _openvino_params(threads: int) -> dict[str, Any]:
@@ -222,10 +273,11 @@ def _prepare(record: ImageRecord) -> np.ndarray:
 
 
 def _attach(
-    record: ImageRecord, output: Any, min_score: float, text_min_score: float
+    record: ImageRecord, output: PageRead, min_score: float, text_min_score: float
 ) -> ImageRecord:
     lines = text_lines(output, min_score, record.scale)
-    return record.with_result(StepName.OCR, ocr_result(lines, text_min_score))
+    result = ocr_result(lines, text_min_score, orientation=output.angle)
+    return record.with_result(StepName.OCR, result)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,6 +387,7 @@ def _parameters(context: StepContext) -> dict[str, Any]:
             "min_detector_scale": MIN_DETECTOR_SCALE,
             "largest_side": LARGEST_SIDE,
             "recognised_at": "full size",
+            "orientation": "recogniser confidence",
             "engine": settings.engine,
         }
     )
