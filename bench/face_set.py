@@ -238,7 +238,9 @@ def local_detector(min_score: float | None = None, min_size: float | None = None
     """The pipeline's local face detector with its defaults, as `image -> boxes`."""
     from transforms.tasks.faces import blazeface
 
-    model = blazeface.BlazeFace(min_score or blazeface.DEFAULT_MIN_SCORE)
+    # Older trees (for `bench.vision_throughput --baseline`) have the full-range model only.
+    detector = getattr(blazeface, "BlazeFace", None) or blazeface.BlazeFaceFullRange
+    model = detector(min_score or blazeface.DEFAULT_MIN_SCORE)
     loaded = model.load()
     fraction = min_size or blazeface.DEFAULT_MIN_FACE_FRACTION
 

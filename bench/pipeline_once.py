@@ -19,6 +19,13 @@ from beam_pipeline.run import run
 STEPS = "generalclassification,ocr,facedetection,facecrop,faceprint,facematch,pipelineoutput"
 
 
+def steps() -> str:
+    """The model steps, with `phash` on trees that have it."""
+    from transforms.tasks.registry import load_registry
+
+    return ("phash," if "phash" in load_registry() else "") + STEPS
+
+
 def batches_of(result) -> dict:
     """Batches per model from the `RunInference[<model>]` metrics."""
     sums: dict[str, dict[str, tuple[int, int]]] = {}
@@ -43,7 +50,7 @@ def main(root: str, gallery: str, processes: str) -> None:
     started = time.perf_counter()
     result = run(
         [
-            *("--corpus", root, "--version", "v1", "--steps", STEPS, "--gallery", gallery),
+            *("--corpus", root, "--version", "v1", "--steps", steps(), "--gallery", gallery),
             # Every run computes: stored results would otherwise be reused.
             *("--recompute", "all"),
             *("--direct_num_workers", processes, "--direct_running_mode", "multi_processing"),

@@ -34,6 +34,7 @@ from transforms.corpus.sample import build_sample_corpus, build_sample_gallery
 from transforms.tasks import classify, ocr
 from transforms.tasks.decode import DEFAULT_MAX_PIXELS, decode_image
 from transforms.tasks.faces import align, blazeface, crop, detection, embed
+from transforms.tasks.phash import perceptual_hashes
 
 
 def make_drop(folder: Path, images: int, seed: int = 7) -> None:
@@ -142,6 +143,7 @@ def _floor_image(uri: str) -> dict[str, float]:
     with open(uri, "rb") as handle:
         data = handle.read()
     image = timed("decode", decode_image, data, DEFAULT_MAX_PIXELS, False).image
+    timed("phash", perceptual_hashes, image)
     predict("classify", classify.preprocess(image))
     predict("ocr", ocr.bgr_pixels(image))
     faces = predict("detect", blazeface.face_search(image, blazeface.DEFAULT_MIN_FACE_FRACTION))
