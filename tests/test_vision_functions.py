@@ -62,7 +62,7 @@ def test_points_of_the_upright_page_go_back_to_the_files_pixels(angle):
     for x, y in [(0, 0), (5, 3), (2, 1)]:
         # The centre of upright pixel (x, y) lands on the centre of the same pixel of
         # the turned file.
-        back = page_orientation.file_points(np.array([x + 0.5, y + 0.5]), angle, width, height)
+        back = page_orientation.image_points(np.array([x + 0.5, y + 0.5]), angle, width, height)
         column, row = (np.floor(back)).astype(int)
         assert tuple(turned[row, column]) == (x, y), (angle, x, y)
 
@@ -77,8 +77,9 @@ def test_a_page_that_reads_well_is_not_read_again():
 
     wide = [_line("a line of text", 0.97, False), _line("x", 0.3, None, 400.0)]
     assert page_orientation.page_angle(wide, never) == 0
-    assert page_orientation.page_angle([_line("a line", 0.95, True)], never) == 270
+    assert page_orientation.page_angle([_line("a tall line", 0.95, True)], never) == 270
     assert page_orientation.page_angle([_line("", 0.0, None)], never) == 0  # no line
+    assert page_orientation.page_angle([_line("C000", 0.5, False)], never) == 0  # a word
 
 
 def test_a_page_reads_turned_when_its_lines_read_better_half_round():
@@ -88,10 +89,11 @@ def test_a_page_reads_turned_when_its_lines_read_better_half_round():
     def no_better(crops):
         return ["a line"] * len(crops), [0.6] * len(crops)
 
-    assert page_orientation.page_angle([_line("pau", 0.55, False)], better) == 180
-    assert page_orientation.page_angle([_line("pau", 0.55, True)], better) == 90
-    assert page_orientation.page_angle([_line("pau", 0.55, False)], no_better) == 0
-    assert page_orientation.page_angle([_line("line", 0.85, True)], no_better) == 270
+    upside_down = "ǝuıl ɐ sı sıɥʇ"
+    assert page_orientation.page_angle([_line(upside_down, 0.55, False)], better) == 180
+    assert page_orientation.page_angle([_line(upside_down, 0.55, True)], better) == 90
+    assert page_orientation.page_angle([_line(upside_down, 0.55, False)], no_better) == 0
+    assert page_orientation.page_angle([_line("a tall line", 0.85, True)], no_better) == 270
 
 
 def test_a_lone_letter_or_an_unsure_word_is_no_text():

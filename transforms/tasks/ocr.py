@@ -65,6 +65,9 @@ LARGEST_SIDE = 2000
 # RapidOCR shrinks an image whose longest side is past this before it starts: none is
 # (decode already bounds an image's pixels).
 NEVER_SHRUNK = 1_000_000
+# A page read again upright is kept unless it found less than this share of what the
+# first read found (characters weighted by confidence): a wrong turn reads worse.
+KEPT_SHARE = 0.8
 
 _POINT = pa.struct([("x", pa.float32()), ("y", pa.float32())])
 RESULT_TYPE = pa.struct(
@@ -200,21 +203,37 @@ class PageRead:
 
     txts: tuple[str, ...] | None
     scores: tuple[float, ...] | None
-    boxes: np.ndarray | None  # four corners per line, in the file's pixels
+    boxes: np.ndarray | None  # four corners per line, in the pixels read
     angle: int = 0
 
 
 def _read_upright(loaded: Any, pixels: np.ndarray) -> PageRead:
-    """Reads the image, and again turned upright if it reads as a turned page."""
+    """Reads the image, and again turned upright if it reads as a turned page; the
+    upright read is kept unless it found clearly less."""
     output, lines = _read(loaded, pixels)
+    first = _page_read(output)
     angle = page_orientation.page_angle(lines, functools.partial(_recognise, loaded))
-    if angle:
-        output, _ = _read(loaded, page_orientation.upright(pixels, angle))
+    if not angle:
+        return first
+    turned = _page_read(_read(loaded, page_orientation.upright(pixels, angle))[0])
+    confidence = page_orientation.confidence
+    if turned.boxes is None or confidence(turned.txts, turned.scores) < KEPT_SHARE * (
+        confidence(first.txts, first.scores)
+    ):
+        return first
+    height, width = pixels.shape[:2]
+    boxes = page_orientation.image_points(turned.boxes, angle, width, height)
+    return dataclasses.replace(turned, boxes=boxes, angle=angle)
+
+
+def _page_read(output: Any) -> PageRead:
+    """RapidOCR's output, of whichever kind (none when it found nothing)."""
     boxes = getattr(output, "boxes", None)
-    if angle and boxes is not None:
-        height, width = pixels.shape[:2]
-        boxes = page_orientation.file_points(np.asarray(boxes), angle, width, height)
-    return PageRead(getattr(output, "txts", None), getattr(output, "scores", None), boxes, angle)
+    return PageRead(
+        getattr(output, "txts", None),
+        getattr(output, "scores", None),
+        None if boxes is None else np.asarray(boxes),
+    )
 
 
 def _read(loaded: Any, pixels: np.ndarray) -> tuple[Any, list[page_orientation.ReadLine]]:
