@@ -23,7 +23,10 @@ setup(
         # commit ("Invalid table version"); 1.0.2 is verified on local folders and Azurite.
         "deltalake==1.0.2",
         "pillow>=11,<13",
-        "numpy>=1.26",
+        # 2.0: bit counts (np.bitwise_count) for near-duplicate grouping.
+        "numpy>=2.0",
+        # The perceptual hash's DCT and the grouping's connected components.
+        "scipy>=1.11",
         "tqdm>=4.66",
         # Remote vision APIs (Azure AI Vision, Azure Face, Google Cloud Vision).
         "httpx>=0.27",

@@ -40,6 +40,7 @@ from transforms.corpus.arrivals import QueueSettings, WatchVersion, finished_pat
 from transforms.io.azure_access import is_azfs
 from transforms.io.blobs import BlobContainer
 from transforms.io.storage import absolute_root
+from transforms.records import StepName
 from transforms.retry import describe
 from transforms.tables import delta, schemas
 from transforms.tables.duplicates import group_count
@@ -280,10 +281,17 @@ def watch(argv: list[str]) -> int:
             )
             return EXIT_FAILED
     print(summary)
-    if grouping := grouping_of(context):
+    if StepName.PHASH in plan.step_names and (grouping := grouping_of(context)):
         # A watch commits image by image: near-duplicates are grouped once, at its end.
         metadata = delta.commit_metadata("watch", corpus_version=context.corpus_version)
-        rows = grouping.regroup(context.corpus_root, metadata)
+        try:
+            rows = grouping.regroup(context.corpus_root, metadata)
+        except Exception as error:  # noqa: BLE001 - what was committed stays
+            print(
+                f"imaginem watch: grouping near-duplicates failed: {describe(error)}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
         print(duplicates_line(context.corpus_root, len(rows), group_count(rows)))
     if failures := describe_failures(context.corpus_root, context.corpus_version, plan.step_names):
         print(failures)

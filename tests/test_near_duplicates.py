@@ -168,6 +168,25 @@ def test_runs_group_near_duplicates_across_sets_and_versions(photos, tmp_path):
     assert len(delta.history(where)) == commits + 1
 
 
+def test_a_run_without_phash_drops_the_group_of_a_file_that_left(photos, tmp_path):
+    """Its rows leave `images`, so the table is grouped again, as it last was."""
+    coffee = photos["coffee.png"]
+    root, summary = str(tmp_path / "corpus"), str(tmp_path / "summary.json")
+    drop = _drop(
+        str(tmp_path / "drop"),
+        {"a/coffee.jpg": _jpeg(coffee), "b/coffee-small.jpg": _jpeg(coffee.resize((300, 200)))},
+    )
+    assert main(["ingest", drop, "--corpus", root, "--version", "v1"]) == 0
+    assert _run(root, "v1", summary, "--phash-max-distance", "6")["duplicate_groups"] == 1
+    manifest = delta.location(root, schemas.MANIFEST)
+    delta.delete(manifest, "source_path = 'b/coffee-small.jpg'")  # the file left v1
+    argv = ["run", "--corpus", root, "--version", "v1", "--steps", "thumbnail"]
+    assert main(argv) == 0
+    assert table_rows(root, schemas.DUPLICATES) == []
+    (latest, *_) = delta.history(delta.location(root, schemas.DUPLICATES))
+    assert latest[f"{delta.COMMIT_KEY}.grouping.max_distance"] == "6"
+
+
 def test_a_bad_threshold_fails_before_the_pipeline_starts(tmp_path, capsys):
     argv = ["run", "--corpus", str(tmp_path), "--version", "v1", "--steps", "phash"]
     assert main([*argv, "--phash-max-distance", "40"]) == 2

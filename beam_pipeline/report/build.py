@@ -58,12 +58,13 @@ def _pictures(data: ReportData) -> list[media.Picture]:
         _image_picture(image.image_sha256, image.uri, image.thumbnail_uri)
         for image in data.images.values()
     ]
-    wanted += [
-        _image_picture(copy.image_sha256, copy.uri, copy.thumbnail_uri)
-        for group in data.duplicates
-        for copy in group.copies
-        if copy.uri
-    ]
+    # Copies in other versions: the version's own thumbnail of the same bytes first.
+    shown = {image.image_sha256 for image in data.images.values()}
+    for group in data.duplicates:
+        for copy in group.copies:
+            if copy.uri and copy.image_sha256 not in shown:
+                shown.add(copy.image_sha256)
+                wanted.append(_image_picture(copy.image_sha256, copy.uri, copy.thumbnail_uri))
     for face in data.faces:
         path = pages.chip_path(face)
         if face.crop_uri:

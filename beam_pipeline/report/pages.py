@@ -359,8 +359,9 @@ def duplicate_pages(site: Site) -> Iterator[tuple[str, str]]:
         "perceptual hash (the phash step); the duplicates table lists every group of the "
         "corpus.</p>"
         if groups
-        else "<p>No near-duplicates among this version's images with a perceptual hash "
-        "(the phash step).</p>"
+        else "<p>No near-duplicates among this version's images.</p>"
+        if site.data.step_counts.get("phash")
+        else "<p>No image of this version has a perceptual hash yet: run the phash step.</p>"
     )
     for name, chunk, pager in _paged("duplicates", groups, GROUPS_PER_PAGE):
         sections = "".join(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +39,8 @@ DUPLICATES_SCHEMA = pa.schema(
 )
 # Hashes compared at once: a block of rows against a block of columns.
 _ROWS, _COLUMNS = 512, 32768
+REGROUP_TRIES = 5
+_SETTING = f"{delta.COMMIT_KEY}.grouping."  # commit metadata keys of the settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +72,10 @@ def _distance(a: HashedFile, b: HashedFile, mirrored: bool) -> int:
     return min(distance, (a.hash ^ b.mirrored).bit_count()) if mirrored else distance
 
 
-def group_rows(files: Iterable[HashedFile], max_distance: int, mirrored: bool) -> list[dict]:
+def group_rows(files: Sequence[HashedFile], max_distance: int, mirrored: bool) -> list[dict]:
     """The `duplicates` rows of these files, sorted by group and file."""
+    if not files:
+        return []
     by_content: dict[str, list[HashedFile]] = defaultdict(list)
     for file in files:
         by_content[file.image_sha256].append(file)
@@ -122,8 +126,9 @@ def group_count(rows: Iterable[Mapping]) -> int:
     return len({row["group_id"] for row in rows})
 
 
-def hashed_files(corpus_root: str) -> list[HashedFile]:
-    """Every image of every version that has a `phash` result."""
+def hashed_files(corpus_root: str, hash_version: str) -> list[HashedFile]:
+    """Every image of every version with a `phash` result of `hash_version` (hashes
+    of another version are not comparable)."""
     where = delta.location(corpus_root, schemas.IMAGES)
     if StepName.PHASH not in delta.column_names(where):
         return []
@@ -141,6 +146,7 @@ def hashed_files(corpus_root: str) -> list[HashedFile]:
             int(row[StepName.PHASH]["mirrored"], 16),
         )
         for row in table.to_pylist()
+        if row[StepName.PHASH]["step_version"] == hash_version
     ]
 
 
@@ -153,21 +159,56 @@ class Grouping:
     """How near two hashes must be for their images to be near-duplicates."""
 
     max_distance: int
-    mirrored: bool = False
+    mirrored: bool
+    hash_version: str  # the `phash` step version whose hashes are compared
+
+    def settings(self) -> dict[str, str]:
+        """What each commit of the table records, so a later run groups alike."""
+        return {
+            _SETTING + "max_distance": str(self.max_distance),
+            _SETTING + "mirrored": str(self.mirrored).lower(),
+            _SETTING + "hash_version": self.hash_version,
+        }
+
+    @classmethod
+    def stored(cls, corpus_root: str) -> Grouping | None:
+        """The settings the table was last grouped with; None if it never was."""
+        for commit in delta.history(delta.location(corpus_root, schemas.DUPLICATES)):
+            if _SETTING + "max_distance" in commit:
+                return cls(
+                    int(commit[_SETTING + "max_distance"]),
+                    commit[_SETTING + "mirrored"] == "true",
+                    commit[_SETTING + "hash_version"],
+                )
+        return None
 
     def regroup(self, corpus_root: str, metadata: Mapping[str, str]) -> list[dict]:
         """Groups the corpus's images again and stores the groups, in one commit if
-        they changed and none if not; returns the table's rows."""
-        rows = group_rows(hashed_files(corpus_root), self.max_distance, self.mirrored)
+        they changed and none if not; returns the table's rows.
+
+        If `images` changed while the groups were made, they are made again: of two
+        runs grouping at once, the one that read the older rows may commit last.
+        """
+        images = delta.location(corpus_root, schemas.IMAGES)
         where = delta.location(corpus_root, schemas.DUPLICATES)
-        if delta.exists(where) and _as_set(delta.read_rows(where)) == _as_set(rows):
-            return rows
         spec = schemas.TABLES[schemas.DUPLICATES]
-        delta.merge(
-            where,
-            delta.as_table(rows, DUPLICATES_SCHEMA),
-            delta.Merge(spec.keys, delete_unmatched="true"),
-            spec.partition_by,
-            metadata,
-        )
+        for _ in range(REGROUP_TRIES):
+            seen = delta.snapshot(images)
+            files = hashed_files(corpus_root, self.hash_version)
+            rows = group_rows(files, self.max_distance, self.mirrored)
+            stored = delta.read_rows(where) if delta.exists(where) else None
+            if (
+                stored is None
+                or _as_set(stored) != _as_set(rows)
+                or self != Grouping.stored(corpus_root)
+            ):
+                delta.merge(
+                    where,
+                    delta.as_table(rows, DUPLICATES_SCHEMA),
+                    delta.Merge(spec.keys, delete_unmatched="true"),
+                    spec.partition_by,
+                    {**metadata, **self.settings()},
+                )
+            if delta.snapshot(images) == seen:
+                break
         return rows

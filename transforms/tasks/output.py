@@ -44,6 +44,7 @@ from transforms.tasks.faces.table import (
     face_rows,
     face_update_columns,
 )
+from transforms.tasks.phash import STEP_VERSION as PHASH_VERSION
 from transforms.tasks.phash import YES, PhashSettings
 
 # A worker merges its images' rows a shard at a time (about 2,000 files), and at least
@@ -555,11 +556,13 @@ def _build(context: StepContext) -> WriteTables:
 
 
 def grouping_of(context: StepContext) -> Grouping | None:
-    """How the run groups near-duplicates; None when it hashes no image."""
+    """How the run groups near-duplicates: with its own settings when it hashes
+    images; else as the table was last grouped, since rows of files that left go
+    from `images`; None when there is nothing to group."""
     if StepName.PHASH not in context.run_steps:
-        return None
+        return Grouping.stored(context.corpus_root)
     settings = context.settings_for(PhashSettings)
-    return Grouping(settings.max_distance, settings.mirrored == YES)
+    return Grouping(settings.max_distance, settings.mirrored == YES, PHASH_VERSION)
 
 
 STEP = Step(

@@ -29,8 +29,8 @@ from transforms.inference.run_model import LocalModel
 MODEL_ID = "blazeface-full-and-short-range-mediapipe"
 INPUT_SIZE = 192  # the full-range model's, which the tiles are cut for
 # A precision/recall curve on `bench.face_set` (README): at 0.65 no false face on
-# the photos without one, 84 of 102 pasted faces and every close-up found; at 0.6 a
-# motorcycle's headlamp (0.644) passes as a face, at 0.7 a profile (0.60) is lost.
+# the photos without one, 84 of 102 pasted faces and 58 of 60 close-ups found; at 0.6
+# a motorcycle's headlamp (0.644) passes as a face; at 0.7, 13 more pasted faces are lost.
 DEFAULT_MIN_SCORE = 0.65
 DEFAULT_MIN_FACE_FRACTION = 0.05
 CLOSE_UP_MIN_FRACTION = 0.2  # of the longest side: the short-range model's faces
