@@ -202,11 +202,11 @@ def test_remote_results_fill_the_local_columns():
     assert result["labels"] == [{"class_id": None, "label": "dog", "score": 0.9}]
     assert (result["backend"], result["model"]) == ("azure-vision", "2023-10-01")
     lines = [
-        {"text": "a", "score": 0.2, "box": [[0, 0]] * 4},
-        {"text": "b", "score": None, "box": [[0, 0]] * 4},
+        {"text": "weak", "score": 0.2, "box": [[0, 0]] * 4},
+        {"text": "unscored", "score": None, "box": [[0, 0]] * 4},
     ]
     text = text_result(record, StoredAnswer("m", lines), "google-vision", min_score=0.5)
-    assert text["text"] == "b"
+    assert text["text"] == "unscored" and text["has_text"]
     faces = [
         {"box": [50, 0, 60, 10], "keypoints": {}, "score": 0.9},
         {"box": [0, 0, 10, 10], "keypoints": {}, "score": None},
